@@ -1,0 +1,1 @@
+/* functions/manifest.c: being written */

@@ -1,0 +1,1 @@
+/* gateway/http.c: being written */

@@ -1,0 +1,1 @@
+/* pool/pool.c: being written */

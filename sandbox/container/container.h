@@ -1,0 +1,88 @@
+/* container.h - host-side building blocks of the container backend
+ * (internal to sandbox/; the ops glue in container/backend.c uses these).
+ *
+ * Every function here may block (clone, mounts, cgroupfs writes): call them
+ * from libuv's thread pool, never from the loop thread, except where noted.
+ */
+#ifndef EMBER_SANDBOX_CONTAINER_H
+#define EMBER_SANDBOX_CONTAINER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/error.h"
+#include "sandbox/sandbox.h"
+
+struct container_host;
+
+/** Limits applied to one sandbox's cgroup. */
+struct container_limits {
+    uint64_t memory_bytes;  /* memory.max / memory.limit_in_bytes; swap off */
+    uint32_t pids_max;      /* pids.max */
+    uint32_t cpu_quota_pct; /* % of one core (cpu.max / cfs_quota_us) */
+};
+
+/** A spawned sandbox process as the host sees it. */
+struct container_proc {
+    pid_t pid;           /* host pid of ember-agent (pid 1 of its namespace) */
+    int pidfd;           /* owned; readable when the process exits */
+    int chan_fd;         /* owned; emberd's end of the socketpair (CLOEXEC) */
+    uint32_t host_uid;   /* host uid the function's uid maps to */
+    char cgroup[128];    /* cgroup name relative to ember's root, e.g. "sb-42" */
+};
+
+/**
+ * Probe the host and prepare: user namespaces usable, cgroup v2 or v1
+ * controllers (memory, pids, cpu) detected (never assumed), ember's cgroup
+ * root created, leftovers of a previous run (cgroups, mounts, run files under
+ * cfg->state_dir) removed, the seccomp filter built once with libseccomp and
+ * exported as BPF. -ENOTSUP + message if something is missing.
+ */
+int container_host_open(const struct sandbox_config *cfg, struct container_host **out,
+                        struct ember_error *err);
+/** Remove ember's cgroup root (all sandboxes must be gone) and free. */
+void container_host_close(struct container_host *h);
+
+/** The BPF program (struct sock_filter array) the agent installs at LOAD,
+ *  before any function code runs. Borrowed; lives as long as @h. Loop-safe. */
+const void *container_seccomp_bpf(const struct container_host *h, size_t *len);
+
+/**
+ * Start a stem cell: new user, pid, mount, ipc, uts, net and cgroup
+ * namespaces; uid/gid maps to an unprivileged host range; a cgroup with
+ * @lim; a minimal root (pivot_root: ro /usr and merged-/usr links, an empty
+ * /fn, size-limited /tmp, fresh /proc, /dev with null zero full random
+ * urandom, generated /etc); loopback up; then exec ember-agent with its
+ * channel on fd 3 (PROTO_HELLO is its first frame).
+ */
+int container_spawn(struct container_host *h, uint64_t sandbox_id,
+                    const struct container_limits *lim, struct container_proc *out,
+                    struct ember_error *err);
+
+/** Change the limits of an existing sandbox's cgroup (at specialization). */
+int container_cgroup_set(struct container_host *h, const char *cgroup,
+                         const struct container_limits *lim, struct ember_error *err);
+
+/** Create cgroup @cgroup with @lim and move host pid @pid into it (a forked
+ *  instance leaving its zygote's cgroup). */
+int container_cgroup_adopt(struct container_host *h, const char *cgroup, pid_t pid,
+                           const struct container_limits *lim, struct ember_error *err);
+
+/** Memory usage and OOM-kill count of @cgroup. Cheap; loop-safe. */
+int container_cgroup_stats(struct container_host *h, const char *cgroup,
+                           struct sandbox_stats *out);
+
+/** Kill everything left in @cgroup and remove it. */
+int container_cgroup_remove(struct container_host *h, const char *cgroup);
+
+/**
+ * A detached, read-only, nosuid, nodev mount of @package_dir (open_tree
+ * OPEN_TREE_CLONE + mount_setattr) for the agent to attach at /fn with
+ * move_mount. Returns the fd or -errno.
+ */
+int container_package_mount(const char *package_dir, struct ember_error *err);
+
+/** Host pid behind a pidfd (from /proc/self/fdinfo), or -errno. Loop-safe. */
+pid_t container_pidfd_pid(int pidfd);
+
+#endif

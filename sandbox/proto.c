@@ -1,0 +1,1 @@
+/* sandbox/proto.c: being written */

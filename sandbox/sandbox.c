@@ -1,0 +1,1 @@
+/* sandbox/sandbox.c: being written */

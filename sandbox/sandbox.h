@@ -1,0 +1,214 @@
+/* sandbox.h - the sandbox interface: one ops table per backend.
+ *
+ * The pool knows sandboxes only through this header. A sandbox is one
+ * supervised process tree behind a framed channel (proto.h):
+ *
+ *   stem cell  generic: namespaces, cgroup, mounts and agent ready, no
+ *              function loaded. May be given to any function, once.
+ *   zygote     a stem cell specialized to one function version: package
+ *              loaded, ember_init run (or, microVM, a snapshot taken). It
+ *              serves no calls; instances are forked from it.
+ *   instance   forked from a zygote (copy-on-write, its own cgroup and
+ *              channel; microVM: restored from the snapshot); serves calls.
+ *
+ *   sandbox_create ──▶ stem ──sandbox_specialize──▶ zygote ──sandbox_fork──▶ instance
+ *
+ * A sandbox that ran one function's code is never given to another: the only
+ * transition out of "stem" is specialize, and nothing returns to "stem".
+ *
+ * Threading: every function here is called on the loop thread and never
+ * blocks; slow work (clone, mounts, cgroup setup) runs on libuv's thread pool
+ * and completes through the callback, on the loop thread.
+ *
+ * Lifetime: a sandbox lives until sandbox_destroy(); after that no callback
+ * of it is called and its memory is freed once its handles close. A sandbox
+ * that dies on its own (crash, OOM kill, timeout kill) reports on_exit once
+ * and stays allocated until the owner calls sandbox_destroy().
+ */
+#ifndef EMBER_SANDBOX_SANDBOX_H
+#define EMBER_SANDBOX_SANDBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "functions/manifest.h"
+
+struct sandbox;
+struct sandbox_backend;
+
+enum sandbox_kind {
+    SANDBOX_CONTAINER,
+    SANDBOX_MICROVM,
+};
+#define SANDBOX_KIND_COUNT 2
+
+enum sandbox_role {
+    SANDBOX_ROLE_STEM,
+    SANDBOX_ROLE_ZYGOTE,
+    SANDBOX_ROLE_INSTANCE,
+};
+
+/** Why an invocation failed (sandbox_result.error). */
+enum sandbox_error {
+    SANDBOX_OK = 0,
+    SANDBOX_ERR_TIMEOUT,    /* timeout_ms passed; the sandbox was killed      -> 504 */
+    SANDBOX_ERR_OOM,        /* cgroup OOM kill (detail "out of memory")       -> 502 */
+    SANDBOX_ERR_CRASH,      /* process died; detail names the signal/status    -> 502 */
+    SANDBOX_ERR_HANDLER,    /* handler returned nonzero / exec exit status     -> 502 */
+    SANDBOX_ERR_BAD_OUTPUT, /* bad CGI headers, bad frame from the sandbox     -> 502 */
+    SANDBOX_ERR_TOO_LARGE,  /* response over SANDBOX_RESPONSE_MAX              -> 502 */
+    SANDBOX_ERR_GONE,       /* sandbox destroyed (drain, delete) before answer -> 503 */
+    SANDBOX_ERR_INTERNAL,   /*                                                -> 500 */
+};
+
+#define SANDBOX_RESPONSE_MAX (6u << 20) /* bytes of one response body */
+
+/** Daemon-wide settings a backend needs; filled by emberd from flags/config. */
+struct sandbox_config {
+    const char *state_dir;     /* --state; backends keep run/ files under it */
+    const char *agent_path;    /* absolute path of ember-agent */
+    const char *vmm_path;      /* absolute path of ember-vmm */
+    uint32_t pids_max;         /* per sandbox; default 64 */
+    uint32_t stem_memory_mb;   /* limit of a stem cell before specialization */
+    uint32_t tmp_size_mb;      /* /tmp tmpfs size; default 64 */
+    uint32_t cpu_quota_pct;    /* CPU quota per sandbox, % of one core; default 100 */
+    uint32_t uid_base;         /* first host uid/gid for sandboxes; default 1000000000 */
+    uint32_t uid_count;        /* size of that range; default 65536 */
+};
+
+/** What a function needs from a sandbox: given to sandbox_specialize. */
+struct sandbox_spec {
+    const char *function;      /* name */
+    const char *version;       /* digest */
+    const char *package_dir;   /* absolute host path of the unpacked package */
+    const char *snapshot_dir;  /* absolute host path for backend artefacts */
+    const struct manifest *manifest;
+};
+
+struct sandbox_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
+/** One call; the sandbox copies what it needs before sandbox_invoke returns. */
+struct sandbox_call {
+    uint32_t id;
+    const char *method;
+    const char *path;          /* after /fn/{name}; "/" for the invoke route */
+    const char *query;         /* without '?'; "" if none */
+    const struct sandbox_header *headers;
+    size_t n_headers;
+    const void *body;
+    size_t body_len;
+    uint32_t timeout_ms;
+};
+
+/** The answer to a call. Valid only during the result callback. */
+struct sandbox_result {
+    enum sandbox_error error;
+    char detail[256];          /* for errors: "out of memory", "killed by signal 11 (SIGSEGV)" */
+    int status;                /* HTTP status set by the function */
+    const struct sandbox_header *headers;
+    size_t n_headers;
+    const void *body;
+    size_t body_len;
+    uint64_t run_ns;           /* invoke sent -> answer received */
+};
+
+/** Memory and OOM facts read from the sandbox's cgroup. */
+struct sandbox_stats {
+    uint64_t memory_limit;     /* bytes */
+    uint64_t memory_current;   /* bytes */
+    uint64_t oom_kills;
+};
+
+typedef void (*sandbox_done_cb)(struct sandbox *sb, int status, void *data);
+typedef void (*sandbox_result_cb)(struct sandbox *sb, const struct sandbox_result *res,
+                                  void *data);
+typedef void (*sandbox_exit_cb)(struct sandbox *sb, const char *why, void *data);
+typedef void (*sandbox_log_cb)(struct sandbox *sb, int stream, const char *line, size_t len,
+                               void *data);
+
+/** Owner's event hooks; set once with sandbox_set_events. */
+struct sandbox_events {
+    sandbox_exit_cb on_exit;   /* the process died on its own (not via destroy) */
+    sandbox_log_cb on_log;     /* a line the function wrote */
+    void *data;
+};
+
+/** The ops table every backend fills (crun's cgroup manager, kvmtool's virtio_ops). */
+struct sandbox_ops {
+    const char *name; /* "container", "microvm" */
+    /** Probe the host (namespaces, cgroups, /dev/kvm); -ENOTSUP + message if unusable. */
+    int (*backend_init)(struct sandbox_backend *be, struct ember_error *err);
+    void (*backend_destroy)(struct sandbox_backend *be);
+    /** Start a stem cell; @cb(status) once it is ready or failed. */
+    int (*create)(struct sandbox_backend *be, struct sandbox *sb, sandbox_done_cb cb, void *data);
+    /** Turn a ready stem cell into a zygote of @spec; @cb(status) after init. */
+    int (*specialize)(struct sandbox *sb, const struct sandbox_spec *spec, sandbox_done_cb cb,
+                      void *data);
+    /** Fork @child (allocated by the core) from zygote @sb; @cb(child, status). */
+    int (*fork)(struct sandbox *sb, struct sandbox *child, sandbox_done_cb cb, void *data);
+    /** Return an instance to its post-init state (NULL if unsupported). */
+    int (*reset)(struct sandbox *sb, sandbox_done_cb cb, void *data);
+    /** Send a call. */
+    int (*invoke)(struct sandbox *sb, const struct sandbox_call *call, sandbox_result_cb cb,
+                  void *data);
+    int (*stats)(struct sandbox *sb, struct sandbox_stats *out);
+    /** Kill the process tree, release cgroup and mounts; free when closed. */
+    void (*destroy)(struct sandbox *sb);
+};
+
+/* ---- the front door the pool uses (sandbox.c dispatches to the ops) ---- */
+
+/**
+ * Create the backend @kind. -ENOTSUP with a message naming what is missing
+ * (no /dev/kvm, no user namespaces, no cgroup controller). Blocking: call at
+ * daemon start. Also removes leftovers of a previous run (cgroups, mounts,
+ * run files) under cfg->state_dir.
+ */
+int sandbox_backend_open(enum sandbox_kind kind, uv_loop_t *loop,
+                         const struct sandbox_config *cfg, struct sandbox_backend **out,
+                         struct ember_error *err);
+/** Destroy the backend; every sandbox must already be destroyed. */
+void sandbox_backend_close(struct sandbox_backend *be);
+const char *sandbox_kind_name(enum sandbox_kind kind);
+/** Parse "container" / "microvm"; -EINVAL otherwise. */
+int sandbox_kind_parse(const char *s, enum sandbox_kind *out);
+
+/** Start a stem cell; *out is owned by the caller at once (destroy it even if
+ *  @cb reports failure). @cb runs on the loop when ready or failed. */
+int sandbox_create(struct sandbox_backend *be, struct sandbox **out, sandbox_done_cb cb,
+                   void *data);
+int sandbox_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sandbox_done_cb cb,
+                       void *data);
+/** Fork an instance from zygote @zygote; *out owned by the caller at once. */
+int sandbox_fork(struct sandbox *zygote, struct sandbox **out, sandbox_done_cb cb, void *data);
+/** -ENOTSUP if the backend cannot reset. */
+int sandbox_reset(struct sandbox *sb, sandbox_done_cb cb, void *data);
+/** One call at a time per instance unless the manifest's concurrency allows
+ *  more (the core multiplexes by call->id). */
+int sandbox_invoke(struct sandbox *sb, const struct sandbox_call *call, sandbox_result_cb cb,
+                   void *data);
+int sandbox_stats(struct sandbox *sb, struct sandbox_stats *out);
+void sandbox_set_events(struct sandbox *sb, const struct sandbox_events *ev);
+/** Kill and release; pending calls complete with SANDBOX_ERR_GONE first. */
+void sandbox_destroy(struct sandbox *sb);
+
+enum sandbox_role sandbox_role(const struct sandbox *sb);
+enum sandbox_kind sandbox_kind_of(const struct sandbox *sb);
+pid_t sandbox_pid(const struct sandbox *sb);
+uint64_t sandbox_id(const struct sandbox *sb);
+/** ns spent in specialize (package load + ember_init), as the sandbox reported. */
+uint64_t sandbox_init_ns(const struct sandbox *sb);
+
+/** HTTP status for a sandbox error (504, 502, 503, 500). */
+int sandbox_error_http_status(enum sandbox_error e);
+const char *sandbox_error_name(enum sandbox_error e);
+
+#endif

@@ -1,0 +1,106 @@
+/* harness.h - what every integration test uses: the real emberd on port 0
+ * with a temporary state directory, a small blocking HTTP client over
+ * loopback, and packages built by the test with libarchive.
+ *
+ * Paths: EMBER_BUILD_DIR (compile definition) holds emberd, ember-agent,
+ * ember-vmm, the example packages and the test functions (tests/functions).
+ */
+#ifndef EMBER_TESTS_HARNESS_H
+#define EMBER_TESTS_HARNESS_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct emberd {
+    pid_t pid;
+    uint16_t port;
+    char state_dir[PATH_MAX];
+    char log_path[PATH_MAX]; /* emberd's stderr */
+    bool own_state;          /* remove state_dir at stop */
+};
+
+/**
+ * Start build/emberd --listen 127.0.0.1:0 --state <tmp> plus @extra_args
+ * (NULL-terminated, may be NULL), wait for "listening on http://" in its log
+ * and read the port. If d->state_dir is non-empty on entry it is reused (for
+ * restart tests). Returns 0 or -1 (with the log printed to stderr).
+ */
+int emberd_start(struct emberd *d, const char *const *extra_args);
+/** SIGTERM and wait; returns the exit status (0 for a clean drain). */
+int emberd_stop(struct emberd *d);
+/** SIGKILL and reap, keeping the state directory. */
+void emberd_kill9(struct emberd *d);
+/** Remove the state directory (after stop). */
+void emberd_cleanup(struct emberd *d);
+/** Does emberd's log contain @needle? */
+bool emberd_log_contains(const struct emberd *d, const char *needle);
+
+struct resp {
+    int status;
+    char *head;      /* raw status line + headers, NUL-terminated */
+    char *body;      /* NUL-terminated for convenience */
+    size_t body_len;
+};
+
+/**
+ * One request on a fresh connection (Connection: close). @headers is a
+ * NULL-terminated list of "Name: value" strings (may be NULL). Returns 0 or
+ * -1 on a transport error. Times out after 30 s.
+ */
+int http_call(uint16_t port, const char *method, const char *target,
+              const char *const *headers, const void *body, size_t body_len, struct resp *out);
+/** Header value (case-insensitive name) as a malloc'd string, or NULL. */
+char *resp_header(const struct resp *r, const char *name);
+void resp_free(struct resp *r);
+
+/** Raw TCP: connect to 127.0.0.1:port (blocking fd), or -1. */
+int tcp_connect(uint16_t port);
+/** Send all of @data. */
+int tcp_send_all(int fd, const void *data, size_t len);
+/** Read until EOF or @timeout_ms of silence; malloc'd, NUL-terminated. */
+char *tcp_read_all(int fd, int timeout_ms, size_t *len);
+
+/** One file of a package under construction. */
+enum pkg_kind { PKG_FILE, PKG_DIR, PKG_SYMLINK, PKG_HARDLINK, PKG_FIFO, PKG_CHARDEV };
+struct pkg_entry {
+    const char *path;    /* as stored in the archive */
+    enum pkg_kind kind;
+    const void *data;    /* PKG_FILE */
+    size_t len;
+    unsigned mode;       /* permission bits (0 = 0644 / 0755 for dirs) */
+    const char *link;    /* symlink / hardlink target */
+    int64_t size_override; /* >0: claim this size and write zeros (bombs) */
+};
+
+enum pkg_format { PKG_TAR_GZ, PKG_TAR, PKG_ZIP };
+
+/** Write a package with libarchive to @out_path. 0 or -1. */
+int pkg_write(const char *out_path, enum pkg_format fmt, const struct pkg_entry *entries,
+              size_t n);
+/** Read a whole file (e.g. a built .so) into a malloc'd buffer. */
+void *read_file(const char *path, size_t *len);
+/** Build dir path of an artefact: "%s/%s" EMBER_BUILD_DIR, rel. Static buffer per call. */
+const char *build_path(const char *rel, char buf[PATH_MAX]);
+
+/**
+ * Package a native function: function.json from @manifest_json, plus the
+ * built shared object @so_rel (relative to the build dir) stored as
+ * @handler_name. Writes to a temp file, PUTs it as @name, returns the status
+ * (201/200 expected) or -1; fills @out if non-NULL.
+ */
+int deploy_native(uint16_t port, const char *name, const char *manifest_json,
+                  const char *so_rel, const char *handler_name, struct resp *out);
+/** PUT an arbitrary package file. */
+int deploy_file(uint16_t port, const char *name, const char *pkg_path, struct resp *out);
+
+/** Skip reasons: NULL when the environment can run sandboxes, else why not. */
+const char *need_root_and_namespaces(void);
+const char *need_kvm(void);
+
+/** Are any processes/cgroups/mounts of ember left on the host? Fills @what. */
+bool ember_leftovers(char *what, size_t len);
+
+#endif
