@@ -1,1 +1,1105 @@
-/* pool/pool.c: being written */
+/* pool.c - the warm pool's policy: which sandbox serves a call, when new
+ * ones are made, when they are recycled, and what is refused.
+ *
+ * Ownership: the pool owns every sandbox it creates through a struct pool_sb,
+ * and frees it only in pool_sb_destroy (the one cleanup path). Calls are
+ * owned by the pool from pool_invoke until their callback (or cancel).
+ *
+ * Re-entrancy: sandbox callbacks may arrive while the pool walks its lists,
+ * so work that walks several lists (dispatching queued calls, refilling stem
+ * cells, honouring min_warm) is deferred to one "kick" on the next loop
+ * iteration instead of being done from inside callbacks.
+ */
+#include "pool/pool_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+
+#define SWEEP_INTERVAL_MS 50
+#define MB (1024ull * 1024ull)
+
+static void pool_kick(struct pool *p);
+static void dispatch_fn(struct pool *p, struct pool_fn *fn);
+static void call_finish_error(struct pool_call *c, int http_status, enum sandbox_error err,
+                              const char *error_name, const char *detail);
+static void instance_run(struct pool_sb *inst, struct pool_call *c);
+static void maybe_drain_done(struct pool *p);
+
+const char *pool_acquire_name(enum pool_acquire a)
+{
+    static const char *const names[] = {"warm", "zygote", "stem", "snapshot", "cold"};
+    return (unsigned)a < POOL_ACQUIRE_COUNT ? names[a] : "unknown";
+}
+
+const char *pool__state_name(enum pool_sb_state s)
+{
+    static const char *const names[] = {"starting", "stem", "zygote", "idle", "busy"};
+    return names[s];
+}
+
+/* ---- the memory ledger ------------------------------------------------- */
+
+static uint64_t budget_bytes(const struct pool *p)
+{
+    return p->knobs.memory_budget_mb * MB;
+}
+
+static void charge(struct pool *p, struct pool_sb *psb, uint64_t bytes)
+{
+    p->mem_charged -= psb->charge;
+    psb->charge = bytes;
+    p->mem_charged += bytes;
+    if (p->mem_charged > p->mem_peak)
+        p->mem_peak = p->mem_charged;
+}
+
+static uint64_t fn_memory(const struct function_record *rec)
+{
+    return (uint64_t)rec->manifest.memory_mb * MB;
+}
+
+/* ---- sandbox lifetime -------------------------------------------------- */
+
+static struct pool_sb *psb_new(struct pool *p, enum sandbox_kind kind, enum sandbox_role role)
+{
+    struct pool_sb *psb = calloc(1, sizeof(*psb));
+    if (!psb)
+        return NULL;
+    psb->pool = p;
+    psb->kind = kind;
+    psb->role = role;
+    psb->state = PSB_STARTING;
+    psb->started_ns = ember_now_ns();
+    list_init(&psb->link);
+    list_init(&psb->lru);
+    list_init(&psb->waiters);
+    list_init(&psb->wait_link);
+    p->live_sandboxes++;
+    return psb;
+}
+
+/*
+ * The one cleanup path of a pool_sb: unlink from every list, give back its
+ * memory, destroy the sandbox (which kills the process tree and releases its
+ * cgroup), and drop references. A zygote with live children is only marked
+ * retiring; the last child's destruction finishes it, because killing a
+ * container zygote (pid 1 of its namespace) would kill its children too.
+ */
+static void psb_destroy(struct pool_sb *psb)
+{
+    struct pool *p = psb->pool;
+
+    if (psb->destroying)
+        return;
+    if (psb->role == SANDBOX_ROLE_ZYGOTE && psb->children > 0) {
+        psb->retiring = true;
+        if (psb->fn && psb->fn->zygote == psb) {
+            psb->fn->zygote = NULL;
+            list_insert_tail(&psb->fn->zygotes, &psb->link);
+        }
+        return;
+    }
+    psb->destroying = true;
+    /* First the sandbox: calls still in flight complete (SANDBOX_ERR_GONE)
+     * through on_call_result while this psb is intact. */
+    if (psb->sb)
+        sandbox_destroy(psb->sb);
+    psb->sb = NULL;
+    if (psb->reserved) {
+        struct pool_call *c = psb->reserved;
+        psb->reserved = NULL;
+        call_finish_error(c, 503, SANDBOX_ERR_GONE, "sandbox gone",
+                          "the instance was destroyed before it could serve the call");
+    }
+
+    list_remove(&psb->lru);
+    list_remove(&psb->wait_link);
+    if (psb->state == PSB_STEM && p->n_stems[psb->kind] > 0)
+        p->n_stems[psb->kind]--;
+    if (psb->role == SANDBOX_ROLE_STEM && psb->state == PSB_STARTING &&
+        p->n_stems_starting[psb->kind] > 0)
+        p->n_stems_starting[psb->kind]--;
+    list_remove(&psb->link);
+
+    if (psb->role == SANDBOX_ROLE_INSTANCE && psb->fn && psb->fn->n_instances > 0)
+        psb->fn->n_instances--;
+    if (psb->fn && psb->fn->zygote == psb)
+        psb->fn->zygote = NULL;
+
+    charge(p, psb, 0);
+
+    struct pool_sb *zygote = psb->zygote;
+    if (psb->rec)
+        store_record_unref(psb->rec);
+    free(psb);
+    p->live_sandboxes--;
+
+    if (zygote) {
+        zygote->children--;
+        if (zygote->retiring && zygote->children == 0)
+            psb_destroy(zygote);
+    }
+    pool_kick(p);
+    maybe_drain_done(p);
+}
+
+/* ---- stem cells ---------------------------------------------------------- */
+
+static void on_stem_exit(struct sandbox *sb, const char *why, void *data)
+{
+    struct pool_sb *psb = data;
+    log_warn("pool: stem cell %" PRIu64 " died: %s", sandbox_id(sb), why);
+    if (psb->state == PSB_STEM)
+        psb_destroy(psb);
+    /* a starting stem reports through its done callback */
+}
+
+static void on_stem_ready(struct sandbox *sb, int status, void *data)
+{
+    struct pool_sb *psb = data;
+    struct pool *p = psb->pool;
+
+    p->n_stems_starting[psb->kind]--;
+    if (status < 0) {
+        p->stem_failures++;
+        log_warn("pool: stem cell creation failed: %s", strerror(-status));
+        psb->role = SANDBOX_ROLE_INSTANCE; /* not counted as starting any more */
+        psb->state = PSB_IDLE;
+        psb_destroy(psb);
+        return;
+    }
+    p->stems_created++;
+    if (p->draining || p->n_stems[psb->kind] >= p->knobs.stem_cells[psb->kind]) {
+        psb->state = PSB_IDLE;
+        psb->role = SANDBOX_ROLE_INSTANCE;
+        psb_destroy(psb);
+        return;
+    }
+    psb->state = PSB_STEM;
+    p->n_stems[psb->kind]++;
+    list_insert_tail(&p->stems[psb->kind], &psb->link);
+    pool_kick(p);
+}
+
+/* Start stem cells until the knob's count is ready or starting, within budget. */
+static void stems_refill(struct pool *p)
+{
+    for (int k = 0; k < SANDBOX_KIND_COUNT; k++) {
+        if (!p->be[k])
+            continue;
+        uint64_t stem_charge = (uint64_t)POOL_STEM_MEMORY_MB_DEFAULT * MB;
+        while (!p->draining && p->n_stems[k] + p->n_stems_starting[k] < p->knobs.stem_cells[k] &&
+               p->n_stems_starting[k] < 2 && p->mem_charged + stem_charge <= budget_bytes(p) &&
+               p->stem_failures < 1000) {
+            struct pool_sb *psb = psb_new(p, (enum sandbox_kind)k, SANDBOX_ROLE_STEM);
+            if (!psb)
+                return;
+            charge(p, psb, stem_charge);
+            p->n_stems_starting[k]++;
+            int r = sandbox_create(p->be[k], &psb->sb, on_stem_ready, psb);
+            if (r < 0) {
+                log_warn("pool: cannot start a stem cell: %s", strerror(-r));
+                p->stem_failures++;
+                p->n_stems_starting[k]--;
+                psb->role = SANDBOX_ROLE_INSTANCE;
+                psb->state = PSB_IDLE;
+                psb_destroy(psb);
+                return;
+            }
+            struct sandbox_events ev = {.on_exit = on_stem_exit, .data = psb};
+            sandbox_set_events(psb->sb, &ev);
+        }
+        /* Too many stem cells after the knob went down: retire the extra. */
+        while (p->n_stems[k] > p->knobs.stem_cells[k] && !list_empty(&p->stems[k])) {
+            struct pool_sb *psb = list_entry(p->stems[k].next, struct pool_sb, link);
+            psb_destroy(psb);
+        }
+    }
+}
+
+/* ---- eviction ------------------------------------------------------------ */
+
+/*
+ * Make room for @need bytes: evict idle instances, least recently used first
+ * across all functions; then zygotes that no longer parent anything; then
+ * ready stem cells (they are cheap to make again). Returns true if @need now
+ * fits in the budget.
+ */
+static bool make_room(struct pool *p, uint64_t need)
+{
+    uint64_t budget = budget_bytes(p);
+    if (p->mem_charged + need <= budget)
+        return true;
+
+    while (p->mem_charged + need > budget && !list_empty(&p->idle_lru)) {
+        struct pool_sb *victim = list_entry(p->idle_lru.next, struct pool_sb, lru);
+        p->evictions++;
+        log_debug("pool: evicting idle instance of %s", victim->fn ? victim->fn->name : "?");
+        psb_destroy(victim);
+    }
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &p->functions)
+    {
+        if (p->mem_charged + need <= budget)
+            break;
+        struct pool_fn *fn = list_entry(pos, struct pool_fn, link);
+        if (fn->zygote && fn->zygote->state == PSB_ZYGOTE && fn->zygote->children == 0 &&
+            list_empty(&fn->queue)) {
+            p->evictions++;
+            psb_destroy(fn->zygote);
+        }
+    }
+    for (int k = 0; k < SANDBOX_KIND_COUNT && p->mem_charged + need > budget; k++) {
+        while (p->mem_charged + need > budget && !list_empty(&p->stems[k])) {
+            struct pool_sb *stem = list_entry(p->stems[k].next, struct pool_sb, link);
+            p->evictions++;
+            psb_destroy(stem);
+        }
+    }
+    return p->mem_charged + need <= budget;
+}
+
+/* ---- instances ------------------------------------------------------------ */
+
+static uint32_t fn_capacity(const struct pool_fn *fn)
+{
+    return fn->rec->manifest.concurrency ? fn->rec->manifest.concurrency : 1;
+}
+
+static void instance_make_idle(struct pool_sb *inst)
+{
+    struct pool *p = inst->pool;
+    inst->state = PSB_IDLE;
+    inst->last_used_ns = ember_now_ns();
+    list_remove(&inst->lru);
+    list_insert_tail(&p->idle_lru, &inst->lru);
+}
+
+/* An instance finished a call or became ready with nothing reserved. */
+static void instance_release(struct pool_sb *inst)
+{
+    struct pool *p = inst->pool;
+    struct pool_fn *fn = inst->fn;
+
+    bool recycle = inst->retiring || p->draining || fn->removed || inst->rec != fn->rec ||
+                   fn->rec->manifest.fresh_per_call;
+    uint64_t max_calls = pool__fn_max_calls(p, fn);
+    if (max_calls && inst->calls >= max_calls)
+        recycle = true;
+
+    if (recycle) {
+        if (inst->inflight == 0)
+            psb_destroy(inst);
+        else
+            inst->retiring = true;
+        return;
+    }
+    /* Serve the queue first: the queued call pays no acquire at all. */
+    while (inst->inflight < fn_capacity(fn) && !list_empty(&fn->queue)) {
+        struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
+        list_remove(&c->link);
+        c->queued = false;
+        fn->queue_len--;
+        c->acquire = POOL_ACQUIRE_WARM;
+        instance_run(inst, c);
+    }
+    if (inst->inflight == 0)
+        instance_make_idle(inst);
+}
+
+static void on_instance_exit(struct sandbox *sb, const char *why, void *data)
+{
+    struct pool_sb *inst = data;
+    log_info("pool: instance %" PRIu64 " of %s exited: %s", sandbox_id(sb),
+             inst->fn ? inst->fn->name : "?", why);
+    /* Calls in flight are failed by the sandbox core through their result
+     * callbacks; what is left is to stop using the instance. */
+    if (inst->state == PSB_IDLE)
+        psb_destroy(inst);
+    else
+        inst->retiring = true;
+}
+
+static void on_instance_log(struct sandbox *sb, int stream, const char *line, size_t len,
+                            void *data)
+{
+    struct pool_sb *psb = data;
+    if (psb->fn)
+        pool__log_add(&psb->fn->log, sandbox_id(sb), stream, line, len);
+}
+
+static void on_instance_forked(struct sandbox *sb, int status, void *data)
+{
+    struct pool_sb *inst = data;
+    struct pool_call *c = inst->reserved;
+    inst->reserved = NULL;
+
+    if (status < 0) {
+        log_warn("pool: fork of %s failed: %s", inst->fn->name, strerror(-status));
+        if (c)
+            call_finish_error(c, 502, SANDBOX_ERR_INTERNAL, "sandbox failed",
+                              "could not start an instance of the function");
+        psb_destroy(inst);
+        return;
+    }
+    if (c && !c->cancelled) {
+        c->t_acquired = ember_now_ns();
+        c->acquire = inst->acquire;
+        instance_run(inst, c);
+        return;
+    }
+    if (c) { /* cancelled while the instance started */
+        store_record_unref(c->rec);
+        free(c);
+    }
+    instance_release(inst);
+}
+
+static void instance_fork(struct pool_sb *inst)
+{
+    struct pool_sb *z = inst->zygote;
+    int r = sandbox_fork(z->sb, &inst->sb, on_instance_forked, inst);
+    if (r < 0) {
+        on_instance_forked(NULL, r, inst);
+        return;
+    }
+    struct sandbox_events ev = {.on_exit = on_instance_exit, .on_log = on_instance_log,
+                                .data = inst};
+    sandbox_set_events(inst->sb, &ev);
+}
+
+/* ---- zygotes ------------------------------------------------------------- */
+
+static void zygote_fail_waiters(struct pool_sb *z, const char *detail)
+{
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &z->waiters)
+    {
+        struct pool_sb *inst = list_entry(pos, struct pool_sb, wait_link);
+        list_remove(&inst->wait_link);
+        struct pool_call *c = inst->reserved;
+        inst->reserved = NULL;
+        if (c)
+            call_finish_error(c, 502, SANDBOX_ERR_INTERNAL, "function failed to initialize",
+                              detail);
+        inst->zygote = NULL;
+        z->children--;
+        psb_destroy(inst);
+    }
+}
+
+static void on_zygote_exit(struct sandbox *sb, const char *why, void *data)
+{
+    struct pool_sb *z = data;
+    log_warn("pool: zygote of %s exited: %s", z->fn ? z->fn->name : "?", why);
+    if (z->fn && z->fn->zygote == z) {
+        /* Its instances die with it; they report their own exits. New calls
+         * will make a new zygote. */
+        z->fn->zygote = NULL;
+        list_insert_tail(&z->fn->zygotes, &z->link);
+    }
+    z->retiring = true;
+    if (z->state == PSB_ZYGOTE && z->children == 0)
+        psb_destroy(z);
+}
+
+static void on_zygote_ready(struct sandbox *sb, int status, void *data)
+{
+    struct pool_sb *z = data;
+
+    if (status < 0) {
+        char detail[256];
+        snprintf(detail, sizeof(detail), "%s", strerror(-status));
+        log_warn("pool: %s failed to initialize: %s", z->fn->name, detail);
+        z->fn->errors++;
+        zygote_fail_waiters(z, detail);
+        z->children = 0;
+        if (z->fn->zygote == z)
+            z->fn->zygote = NULL;
+        psb_destroy(z);
+        return;
+    }
+    z->state = PSB_ZYGOTE;
+    z->last_used_ns = ember_now_ns();
+    uint64_t init_ns = sandbox_init_ns(sb);
+
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &z->waiters)
+    {
+        struct pool_sb *inst = list_entry(pos, struct pool_sb, wait_link);
+        list_remove(&inst->wait_link);
+        if (inst->reserved)
+            inst->reserved->init_ns = init_ns;
+        instance_fork(inst);
+    }
+    if (z->retiring && z->children == 0)
+        psb_destroy(z);
+}
+
+/* The stem cell (or the fresh sandbox) is ready: specialize it. */
+static void zygote_specialize(struct pool_sb *z)
+{
+    struct function_record *rec = z->rec;
+    struct sandbox_spec spec = {
+        .function = rec->name,
+        .version = rec->version,
+        .package_dir = rec->package_dir,
+        .snapshot_dir = rec->snapshot_dir,
+        .manifest = &rec->manifest,
+    };
+    z->role = SANDBOX_ROLE_ZYGOTE;
+    struct sandbox_events ev = {.on_exit = on_zygote_exit, .on_log = on_instance_log, .data = z};
+    sandbox_set_events(z->sb, &ev);
+    int r = sandbox_specialize(z->sb, &spec, on_zygote_ready, z);
+    if (r < 0)
+        on_zygote_ready(z->sb, r, z);
+}
+
+static void on_cold_created(struct sandbox *sb, int status, void *data)
+{
+    struct pool_sb *z = data;
+    if (status < 0) {
+        on_zygote_ready(sb, status, z);
+        return;
+    }
+    zygote_specialize(z);
+}
+
+static enum sandbox_kind fn_kind(const struct pool *p, const struct pool_fn *fn)
+{
+    switch (fn->rec->manifest.sandbox) {
+    case MANIFEST_SANDBOX_CONTAINER:
+        return SANDBOX_CONTAINER;
+    case MANIFEST_SANDBOX_MICROVM:
+        return SANDBOX_MICROVM;
+    default:
+        return p->default_kind;
+    }
+}
+
+/*
+ * Make the function's zygote from a stem cell if one is ready, else from a
+ * new sandbox. Returns how (stem or cold), or -errno.
+ */
+static int zygote_start(struct pool *p, struct pool_fn *fn, enum pool_acquire *how)
+{
+    enum sandbox_kind kind = fn_kind(p, fn);
+    if (!p->be[kind])
+        return -ENOTSUP;
+
+    struct pool_sb *z;
+    if (!list_empty(&p->stems[kind])) {
+        z = list_entry(p->stems[kind].next, struct pool_sb, link);
+        list_remove(&z->link);
+        p->n_stems[kind]--;
+        z->state = PSB_STARTING;
+        *how = POOL_ACQUIRE_STEM;
+    } else {
+        z = psb_new(p, kind, SANDBOX_ROLE_ZYGOTE);
+        if (!z)
+            return -ENOMEM;
+        *how = POOL_ACQUIRE_COLD;
+    }
+    /* A specialized stem cell never goes back to the generic pool: from here
+     * it belongs to this function version only. */
+    z->role = SANDBOX_ROLE_ZYGOTE;
+    z->fn = fn;
+    z->rec = fn->rec;
+    store_record_ref(z->rec);
+    z->acquire = *how;
+    charge(p, z, fn_memory(fn->rec));
+    fn->zygote = z;
+
+    if (*how == POOL_ACQUIRE_STEM) {
+        zygote_specialize(z);
+    } else {
+        int r = sandbox_create(p->be[kind], &z->sb, on_cold_created, z);
+        if (r < 0) {
+            fn->zygote = NULL;
+            psb_destroy(z);
+            return r;
+        }
+        struct sandbox_events ev = {.on_exit = on_zygote_exit, .data = z};
+        sandbox_set_events(z->sb, &ev);
+    }
+    pool_kick(p); /* refill the stem cell we took, off this call's path */
+    return 0;
+}
+
+/*
+ * Start a new instance of @fn, for call @c (or none, for min_warm). The
+ * caller checked max_instances and the memory budget.
+ */
+static int instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *c)
+{
+    enum pool_acquire how = POOL_ACQUIRE_ZYGOTE;
+    if (!fn->zygote) {
+        if (!make_room(p, 2 * fn_memory(fn->rec)))
+            return -ENOMEM;
+        int r = zygote_start(p, fn, &how);
+        if (r < 0)
+            return r;
+    }
+    struct pool_sb *z = fn->zygote;
+    if (z->state == PSB_STARTING && how == POOL_ACQUIRE_ZYGOTE)
+        how = z->acquire; /* waits for a zygote still being made: same cost */
+
+    struct pool_sb *inst = psb_new(p, z->kind, SANDBOX_ROLE_INSTANCE);
+    if (!inst)
+        return -ENOMEM;
+    inst->fn = fn;
+    inst->rec = fn->rec;
+    store_record_ref(inst->rec);
+    inst->zygote = z;
+    z->children++;
+    inst->reserved = c;
+    inst->acquire = how;
+    charge(p, inst, fn_memory(fn->rec));
+    fn->n_instances++;
+    list_insert_tail(&fn->instances, &inst->link);
+    p->created[how]++;
+
+    if (z->state == PSB_ZYGOTE)
+        instance_fork(inst);
+    else
+        list_insert_tail(&z->waiters, &inst->wait_link);
+    return 0;
+}
+
+/* ---- calls ------------------------------------------------------------------ */
+
+static void call_complete(struct pool_call *c, struct pool_result *res)
+{
+    struct pool *p = c->pool;
+    struct pool_fn *fn = c->fn;
+    uint64_t now = ember_now_ns();
+
+    res->invocation_id = c->id;
+    res->acquire = c->acquire;
+    res->queue_ns = c->t_dequeue > c->t_arrive ? c->t_dequeue - c->t_arrive : 0;
+    if (res->acquired) {
+        res->acquire_ns = c->t_acquired > c->t_dequeue ? c->t_acquired - c->t_dequeue : 0;
+        res->init_ns = c->init_ns;
+    }
+    (void)now;
+
+    p->calls++;
+    if (fn) {
+        fn->calls++;
+        fn->last_used_ns = now;
+        if (res->acquired) {
+            fn->acquired[c->acquire]++;
+            pool__hist_add(&fn->acquire_hist, res->acquire_ns);
+            pool__hist_add(&fn->run_hist, res->run_ns);
+            pool__hist_add(&fn->queue_hist, res->queue_ns);
+        }
+        if (res->http_status >= 500 || res->error != SANDBOX_OK)
+            fn->errors++;
+        if (res->error == SANDBOX_ERR_TIMEOUT)
+            fn->timeouts++;
+        else if (res->error == SANDBOX_ERR_OOM)
+            fn->ooms++;
+        else if (res->error == SANDBOX_ERR_CRASH)
+            fn->crashes++;
+        if (res->http_status == 429)
+            fn->rejected++;
+    }
+    if (res->acquired) {
+        pool__hist_add(&p->acquire_hist, res->acquire_ns);
+        pool__hist_add(&p->run_hist, res->run_ns);
+    }
+    if (res->error != SANDBOX_OK || res->http_status >= 500)
+        p->errors++;
+
+    if (!c->cancelled)
+        c->cb(res, c->data);
+    store_record_unref(c->rec);
+    free(c);
+}
+
+static void call_finish_error(struct pool_call *c, int http_status, enum sandbox_error err,
+                              const char *error_name, const char *detail)
+{
+    if (c->queued) {
+        list_remove(&c->link);
+        c->queued = false;
+        c->fn->queue_len--;
+    }
+    if (!c->t_dequeue)
+        c->t_dequeue = ember_now_ns();
+    struct pool_result res = {
+        .http_status = http_status,
+        .error = err,
+        .error_name = error_name,
+        .detail = detail,
+    };
+    if (http_status == 429) {
+        res.retry_after_s = 1;
+        c->pool->rejected++;
+    }
+    call_complete(c, &res);
+}
+
+static void on_call_result(struct sandbox *sb, const struct sandbox_result *sres, void *data)
+{
+    struct pool_call *c = data;
+    struct pool_sb *inst = c->psb;
+
+    struct pool_result res = {
+        .http_status = sres->error == SANDBOX_OK ? sres->status
+                                                 : sandbox_error_http_status(sres->error),
+        .error = sres->error,
+        .error_name = sres->error == SANDBOX_OK ? NULL : sandbox_error_name(sres->error),
+        .detail = sres->error == SANDBOX_OK ? NULL : sres->detail,
+        .headers = sres->headers,
+        .n_headers = sres->n_headers,
+        .body = sres->body,
+        .body_len = sres->body_len,
+        .acquired = true,
+        .run_ns = sres->run_ns,
+    };
+    call_complete(c, &res);
+
+    inst->inflight--;
+    if (inst->destroying)
+        return;
+    inst->calls++;
+    inst->last_used_ns = ember_now_ns();
+    if (sres->error != SANDBOX_OK && sres->error != SANDBOX_ERR_HANDLER &&
+        sres->error != SANDBOX_ERR_TOO_LARGE)
+        inst->retiring = true; /* killed, crashed or untrustworthy: never reuse */
+    if (inst->inflight == 0 || !inst->retiring)
+        instance_release(inst);
+}
+
+static void instance_run(struct pool_sb *inst, struct pool_call *c)
+{
+    struct pool *p = inst->pool;
+    if (!c->t_dequeue)
+        c->t_dequeue = ember_now_ns();
+    if (!c->t_acquired)
+        c->t_acquired = ember_now_ns();
+    c->psb = inst;
+    inst->inflight++;
+    inst->state = PSB_BUSY;
+    list_remove(&inst->lru);
+    (void)p;
+
+    int r = sandbox_invoke(inst->sb, &c->call, on_call_result, c);
+    if (r < 0) {
+        inst->inflight--;
+        inst->retiring = true;
+        c->psb = NULL;
+        call_finish_error(c, 502, SANDBOX_ERR_INTERNAL, "sandbox failed", strerror(-r));
+        if (inst->inflight == 0)
+            psb_destroy(inst);
+    }
+}
+
+/* Find an idle (or not full) instance of the current version, most recently
+ * used first so that the others age out. */
+static struct pool_sb *find_warm(struct pool_fn *fn)
+{
+    struct pool_sb *best = NULL;
+    uint32_t cap = fn_capacity(fn);
+    struct list *pos;
+    for (pos = fn->instances.next; pos != &fn->instances; pos = pos->next) {
+        struct pool_sb *inst = list_entry(pos, struct pool_sb, link);
+        if (inst->rec != fn->rec || inst->retiring || inst->reserved)
+            continue;
+        if (inst->state != PSB_IDLE && inst->state != PSB_BUSY)
+            continue;
+        if (inst->inflight >= cap)
+            continue;
+        if (!best || inst->last_used_ns > best->last_used_ns)
+            best = inst;
+    }
+    return best;
+}
+
+/* Try to place @c now: warm instance, or a new one. Returns false if it has
+ * to wait. */
+static bool call_place(struct pool *p, struct pool_fn *fn, struct pool_call *c)
+{
+    if (!fn->rec->manifest.fresh_per_call) {
+        struct pool_sb *inst = find_warm(fn);
+        if (inst) {
+            c->acquire = POOL_ACQUIRE_WARM;
+            instance_run(inst, c);
+            return true;
+        }
+    }
+    if (fn->n_instances >= pool__fn_max_instances(p, fn))
+        return false;
+    if (!make_room(p, fn_memory(fn->rec)))
+        return false;
+    if (!c->t_dequeue)
+        c->t_dequeue = ember_now_ns();
+    int r = instance_start(p, fn, c);
+    if (r == -ENOMEM)
+        return false;
+    if (r < 0) {
+        char detail[300];
+        enum sandbox_kind kind = fn_kind(p, fn);
+        snprintf(detail, sizeof(detail), "%s backend unavailable: %s", sandbox_kind_name(kind),
+                 p->be_err[kind][0] ? p->be_err[kind] : strerror(-r));
+        call_finish_error(c, 503, SANDBOX_ERR_INTERNAL, "backend unavailable", detail);
+    }
+    return true;
+}
+
+void pool_invoke(struct pool *p, struct function_record *rec, const struct sandbox_call *call,
+                 pool_result_cb cb, void *data, struct pool_ticket **ticket)
+{
+    if (ticket)
+        *ticket = NULL;
+    struct pool_call *c = calloc(1, sizeof(*c));
+    if (!c) {
+        struct pool_result res = {.http_status = 500, .error = SANDBOX_ERR_INTERNAL,
+                                  .error_name = "out of memory", .detail = "emberd"};
+        cb(&res, data);
+        return;
+    }
+    list_init(&c->link);
+    c->pool = p;
+    c->rec = rec;
+    store_record_ref(rec);
+    c->call = *call;
+    c->cb = cb;
+    c->data = data;
+    c->id = ++p->next_call_id;
+    c->call.id = (uint32_t)c->id;
+    c->t_arrive = ember_now_ns();
+    if (c->call.timeout_ms == 0)
+        c->call.timeout_ms = rec->manifest.timeout_ms;
+
+    if (p->draining) {
+        call_finish_error(c, 503, SANDBOX_ERR_GONE, "draining", "emberd is shutting down");
+        return;
+    }
+    struct pool_fn *fn = pool__fn_get(p, rec->name, true);
+    if (!fn) {
+        call_finish_error(c, 500, SANDBOX_ERR_INTERNAL, "out of memory", "emberd");
+        return;
+    }
+    c->fn = fn;
+    if (fn->rec != rec && (!fn->rec || strcmp(fn->rec->version, rec->version) != 0))
+        pool_function_update(p, rec);
+
+    if (ticket)
+        *ticket = (struct pool_ticket *)c;
+
+    /* Calls already waiting go first: only place directly when none wait. */
+    if (list_empty(&fn->queue) && call_place(p, fn, c))
+        return;
+
+    if (fn->queue_len >= pool__fn_queue_length(p, fn)) {
+        if (ticket)
+            *ticket = NULL;
+        call_finish_error(c, 429, SANDBOX_OK, "too many requests",
+                          "the function's instances and queue are full");
+        return;
+    }
+    c->queued = true;
+    c->deadline_ns = c->t_arrive + pool__fn_queue_timeout_ms(p, fn) * 1000000ull;
+    list_insert_tail(&fn->queue, &c->link);
+    fn->queue_len++;
+    pool_kick(p);
+}
+
+void pool_ticket_cancel(struct pool_ticket *t)
+{
+    struct pool_call *c = (struct pool_call *)t;
+    if (!c)
+        return;
+    if (c->queued) {
+        list_remove(&c->link);
+        c->queued = false;
+        c->fn->queue_len--;
+        store_record_unref(c->rec);
+        free(c);
+        return;
+    }
+    /* Running or waiting for an instance: the result is dropped. */
+    c->cancelled = true;
+}
+
+/* Place queued calls of @fn while capacity and memory allow. */
+static void dispatch_fn(struct pool *p, struct pool_fn *fn)
+{
+    while (!list_empty(&fn->queue)) {
+        struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
+        list_remove(&c->link);
+        c->queued = false;
+        fn->queue_len--;
+        if (!call_place(p, fn, c)) {
+            list_insert_head(&fn->queue, &c->link);
+            c->queued = true;
+            fn->queue_len++;
+            return;
+        }
+    }
+}
+
+/* ---- functions ------------------------------------------------------------ */
+
+static void fn_retire_instances(struct pool *p, struct pool_fn *fn, bool all)
+{
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &fn->instances)
+    {
+        struct pool_sb *inst = list_entry(pos, struct pool_sb, link);
+        if (!all && inst->rec == fn->rec)
+            continue;
+        if (inst->state == PSB_IDLE)
+            psb_destroy(inst);
+        else
+            inst->retiring = true;
+    }
+    if (fn->zygote && (all || fn->zygote->rec != fn->rec)) {
+        struct pool_sb *z = fn->zygote;
+        if (z->state == PSB_STARTING) {
+            /* still being made: let it finish for its waiters, then retire */
+            z->retiring = true;
+            fn->zygote = NULL;
+            list_insert_tail(&fn->zygotes, &z->link);
+        } else {
+            psb_destroy(z);
+        }
+    }
+    (void)p;
+}
+
+void pool_function_update(struct pool *p, struct function_record *rec)
+{
+    struct pool_fn *fn = pool__fn_get(p, rec->name, true);
+    if (!fn)
+        return;
+    fn->removed = false;
+    if (fn->rec == rec)
+        return;
+    if (fn->rec && strcmp(fn->rec->version, rec->version) == 0) {
+        /* same version, new record object (store reload): keep instances */
+        store_record_ref(rec);
+        store_record_unref(fn->rec);
+        fn->rec = rec;
+        return;
+    }
+    struct function_record *old = fn->rec;
+    store_record_ref(rec);
+    fn->rec = rec;
+    if (old) {
+        fn_retire_instances(p, fn, false);
+        store_record_unref(old);
+    }
+    pool_kick(p);
+}
+
+void pool_function_remove(struct pool *p, const char *name)
+{
+    struct pool_fn *fn = pool__fn_get(p, name, false);
+    if (!fn)
+        return;
+    fn->removed = true;
+    while (!list_empty(&fn->queue)) {
+        struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
+        call_finish_error(c, 404, SANDBOX_ERR_GONE, "not found", "the function was deleted");
+    }
+    fn_retire_instances(p, fn, true);
+}
+
+/* ---- periodic work: keep-alive, queue timeouts, min_warm, stem cells ------ */
+
+static void sweep_fn(struct pool *p, struct pool_fn *fn, uint64_t now)
+{
+    /* Queue timeouts: the oldest calls are at the head. */
+    while (!list_empty(&fn->queue)) {
+        struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
+        if (c->deadline_ns > now)
+            break;
+        call_finish_error(c, 429, SANDBOX_OK, "too many requests",
+                          "queue timeout: no instance became free in time");
+    }
+
+    if (fn->removed || !fn->rec)
+        return;
+
+    /* Keep-alive: idle instances beyond min_warm expire. */
+    uint64_t ttl_ns = pool__fn_keepalive_ms(p, fn) * 1000000ull;
+    uint32_t min_warm = pool__fn_min_warm(p, fn);
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &fn->instances)
+    {
+        if (fn->n_instances <= min_warm)
+            break;
+        struct pool_sb *inst = list_entry(pos, struct pool_sb, link);
+        if (inst->state == PSB_IDLE && now - inst->last_used_ns >= ttl_ns)
+            psb_destroy(inst);
+    }
+    /* A zygote with nothing to parent for a keep-alive goes too. */
+    if (fn->zygote && fn->zygote->state == PSB_ZYGOTE && fn->zygote->children == 0 &&
+        min_warm == 0 && list_empty(&fn->queue) && now - fn->last_used_ns >= ttl_ns &&
+        now - fn->zygote->last_used_ns >= ttl_ns)
+        psb_destroy(fn->zygote);
+
+    /* Provisioned concurrency. */
+    while (!p->draining && fn->n_instances < min_warm &&
+           fn->n_instances < pool__fn_max_instances(p, fn) && make_room(p, fn_memory(fn->rec))) {
+        if (instance_start(p, fn, NULL) < 0)
+            break;
+    }
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct pool *p = t->data;
+    uint64_t now = ember_now_ns();
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &p->functions)
+    {
+        sweep_fn(p, list_entry(pos, struct pool_fn, link), now);
+    }
+    pool_kick(p);
+}
+
+static void on_kick(uv_idle_t *h)
+{
+    struct pool *p = h->data;
+    uv_idle_stop(h);
+    p->kick_pending = false;
+    if (p->draining)
+        return;
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &p->functions)
+    {
+        struct pool_fn *fn = list_entry(pos, struct pool_fn, link);
+        if (!list_empty(&fn->queue))
+            dispatch_fn(p, fn);
+    }
+    stems_refill(p);
+}
+
+static void pool_kick(struct pool *p)
+{
+    if (p->kick_pending || p->draining)
+        return;
+    p->kick_pending = true;
+    uv_idle_start(&p->kick, on_kick);
+}
+
+void pool__knobs_changed(struct pool *p)
+{
+    make_room(p, 0);
+    pool_kick(p);
+    on_sweep(&p->sweep);
+}
+
+/* ---- open / shutdown -------------------------------------------------------- */
+
+int pool_open(const struct pool_config *cfg, struct pool **out, struct ember_error *err)
+{
+    struct pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return ember_error_set(err, -ENOMEM, "pool: out of memory");
+    p->loop = cfg->loop;
+    p->store = cfg->store;
+    p->knobs = cfg->knobs;
+    p->default_kind = cfg->default_kind;
+    for (int k = 0; k < SANDBOX_KIND_COUNT; k++) {
+        p->be[k] = cfg->backends[k];
+        if (cfg->backend_errors[k])
+            snprintf(p->be_err[k], sizeof(p->be_err[k]), "%s", cfg->backend_errors[k]);
+        list_init(&p->stems[k]);
+    }
+    list_init(&p->functions);
+    list_init(&p->idle_lru);
+    uv_timer_init(p->loop, &p->sweep);
+    p->sweep.data = p;
+    uv_idle_init(p->loop, &p->kick);
+    p->kick.data = p;
+    uv_timer_start(&p->sweep, on_sweep, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
+    pool_kick(p);
+    *out = p;
+    return 0;
+}
+
+static void fn_free(struct pool_fn *fn)
+{
+    list_remove(&fn->link);
+    if (fn->rec)
+        store_record_unref(fn->rec);
+    pool__log_free(&fn->log);
+    free(fn);
+}
+
+static void on_pool_handle_closed(uv_handle_t *h)
+{
+    struct pool *p = h->data;
+    if (h == (uv_handle_t *)&p->sweep)
+        return; /* the idle handle closes last */
+    void (*done)(void *) = p->drain_done;
+    void *data = p->drain_data;
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &p->functions)
+    {
+        fn_free(list_entry(pos, struct pool_fn, link));
+    }
+    free(p);
+    if (done)
+        done(data);
+}
+
+static void maybe_drain_done(struct pool *p)
+{
+    if (!p->draining || p->live_sandboxes > 0 || uv_is_closing((uv_handle_t *)&p->kick))
+        return;
+    uv_close((uv_handle_t *)&p->sweep, on_pool_handle_closed);
+    uv_close((uv_handle_t *)&p->kick, on_pool_handle_closed);
+}
+
+void pool_shutdown(struct pool *p, void (*done)(void *data), void *data)
+{
+    p->draining = true;
+    p->drain_done = done;
+    p->drain_data = data;
+    uv_idle_stop(&p->kick);
+
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &p->functions)
+    {
+        struct pool_fn *fn = list_entry(pos, struct pool_fn, link);
+        while (!list_empty(&fn->queue)) {
+            struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
+            call_finish_error(c, 503, SANDBOX_ERR_GONE, "draining", "emberd is shutting down");
+        }
+        struct list *ip, *it;
+        list_foreach_safe(ip, it, &fn->instances)
+        {
+            struct pool_sb *inst = list_entry(ip, struct pool_sb, link);
+            if (inst->state != PSB_STARTING)
+                psb_destroy(inst);
+            else
+                inst->retiring = true;
+        }
+        fn_retire_instances(p, fn, true);
+        struct list *zp, *zt;
+        list_foreach_safe(zp, zt, &fn->zygotes)
+        {
+            struct pool_sb *z = list_entry(zp, struct pool_sb, link);
+            if (z->children == 0 && z->state != PSB_STARTING)
+                psb_destroy(z);
+        }
+    }
+    for (int k = 0; k < SANDBOX_KIND_COUNT; k++) {
+        while (!list_empty(&p->stems[k]))
+            psb_destroy(list_entry(p->stems[k].next, struct pool_sb, link));
+    }
+    maybe_drain_done(p);
+}

@@ -1,0 +1,1220 @@
+/* api.c - routes and handlers of ember's HTTP API.
+ *
+ * Deploys stream the package to the store on the thread pool, one buffer at
+ * a time, with the connection paused while a write is in flight, so neither
+ * memory nor the loop depends on the package's size. Invocations go to the
+ * pool; their answers come back on the loop.
+ */
+#include "gateway/api.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include "common/clock.h"
+#include "common/list.h"
+#include "common/log.h"
+
+#define DEPLOY_BUF_SIZE (256u << 10) /* bytes gathered before one write */
+
+struct async_record;
+
+struct api {
+    uv_loop_t *loop;
+    struct store *store;
+    struct pool *pool;
+    char *token;
+    uint64_t package_max, invoke_max;
+    const char *version;
+    struct http_server *server;
+    bool draining;
+    uint32_t pending;
+    uint64_t boot_id;
+    uint64_t inv_seq;
+    struct list async_records; /* oldest first */
+    uint32_t n_async;
+    uint64_t deploys, deploy_failures;
+};
+
+enum route {
+    R_HEALTHZ,
+    R_METRICS,
+    R_FUNCTIONS,      /* /v1/functions */
+    R_FUNCTION,       /* /v1/functions/{name} */
+    R_INVOKE,         /* /v1/functions/{name}/invoke */
+    R_LOGS,           /* /v1/functions/{name}/logs */
+    R_INVOCATION,     /* /v1/invocations/{id} */
+    R_POOL,           /* /v1/pool */
+    R_FN_URL,         /* /fn/{name}[/{path}] */
+};
+
+struct api_req {
+    struct api *api;
+    struct http_request *req;
+    enum route route;
+    char name[STORE_NAME_MAX + 1];
+    bool aborted;
+
+    /* deploy */
+    struct store_upload *upload;
+    uint8_t *buf;
+    size_t buf_len;
+    bool busy;       /* thread-pool work in flight */
+    bool body_done;
+    int status;      /* of the work */
+    struct ember_error err;
+    struct function_record *rec;
+    bool created, unchanged;
+    uv_work_t work;
+    uint8_t *wbuf;   /* buffer being written */
+    size_t wlen;
+
+    /* invoke */
+    struct pool_ticket *ticket;
+    struct sandbox_header *hdrs;
+    size_t n_hdrs;
+    const char *fn_path;
+    char inv_id[48];
+    bool async;
+};
+
+/* A call made with ?async=1, kept for GET /v1/invocations/{id}. */
+struct async_record {
+    struct list link;
+    struct api *api;
+    char id[48];
+    char function[STORE_NAME_MAX + 1];
+    bool done;
+    int http_status;
+    char *error, *detail;
+    char *result;
+    size_t result_len;
+    bool truncated;
+    char timing[256];
+    int64_t created_ms, finished_ms;
+    /* owned copies of the call (the HTTP request is gone) */
+    char *method, *path, *query;
+    struct sandbox_header *hdrs;
+    size_t n_hdrs;
+    void *body;
+    size_t body_len;
+    bool running;
+};
+
+/* ---- small helpers ------------------------------------------------------------- */
+
+bool api_token_matches(const char *expected, const char *given)
+{
+    size_t el = strlen(expected), gl = strlen(given);
+    unsigned char diff = (unsigned char)(el != gl);
+    /* Compare every byte of the expected token whatever the input. */
+    for (size_t i = 0; i < el; i++)
+        diff |= (unsigned char)expected[i] ^ (unsigned char)(i < gl ? given[i] : 0);
+    return diff == 0;
+}
+
+static void respond_json(struct http_request *req, int status, json_t *body,
+                         const struct http_header *extra, size_t n_extra)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(body);
+    if (!text) {
+        http_respond_error(req, 500, "internal error", "cannot encode JSON", false);
+        return;
+    }
+    struct http_header hdrs[8];
+    size_t n = 0;
+    hdrs[n++] = (struct http_header){"Content-Type", 12, "application/json", 16};
+    for (size_t i = 0; i < n_extra && n < 8; i++)
+        hdrs[n++] = extra[i];
+    size_t len = strlen(text);
+    text[len] = '\0';
+    http_respond_owned(req, status, hdrs, n, text, len);
+}
+
+static void api_req_free(struct api_req *ar)
+{
+    if (ar->rec)
+        store_record_unref(ar->rec);
+    free(ar->buf);
+    free(ar->hdrs);
+    ar->api->pending--;
+    free(ar);
+}
+
+/* Respond once and release the per-request state. */
+static void finish_error(struct api_req *ar, int status, const char *error, const char *detail)
+{
+    http_respond_error(ar->req, status, error, detail, false);
+    api_req_free(ar);
+}
+
+static bool method_is(const struct http_request *req, const char *m)
+{
+    return strcmp(req->method, m) == 0;
+}
+
+/* ---- routing ----------------------------------------------------------------------- */
+
+/*
+ * Split @path into a route and a function name. Returns 0, -ENOENT (no such
+ * route: 404) or -EINVAL (bad function name: 400).
+ */
+static int route_match(const char *path, enum route *route, char name[STORE_NAME_MAX + 1],
+                       const char **rest)
+{
+    *rest = NULL;
+    if (strcmp(path, "/healthz") == 0) {
+        *route = R_HEALTHZ;
+        return 0;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        *route = R_METRICS;
+        return 0;
+    }
+    if (strcmp(path, "/v1/pool") == 0) {
+        *route = R_POOL;
+        return 0;
+    }
+    if (strcmp(path, "/v1/functions") == 0 || strcmp(path, "/v1/functions/") == 0) {
+        *route = R_FUNCTIONS;
+        return 0;
+    }
+    const char *p;
+    if (strncmp(path, "/v1/invocations/", 16) == 0) {
+        p = path + 16;
+        size_t len = strlen(p);
+        if (len == 0 || len >= 48 || strspn(p, "0123456789abcdef-") != len)
+            return -ENOENT;
+        snprintf(name, STORE_NAME_MAX + 1, "%s", p);
+        *route = R_INVOCATION;
+        return 0;
+    }
+    bool fn_url = false;
+    if (strncmp(path, "/v1/functions/", 14) == 0)
+        p = path + 14;
+    else if (strncmp(path, "/fn/", 4) == 0) {
+        p = path + 4;
+        fn_url = true;
+    } else if (strcmp(path, "/fn") == 0) {
+        return -EINVAL;
+    } else {
+        return -ENOENT;
+    }
+    const char *slash = strchr(p, '/');
+    size_t len = slash ? (size_t)(slash - p) : strlen(p);
+    if (!store_name_valid(p, len))
+        return -EINVAL;
+    memcpy(name, p, len);
+    name[len] = '\0';
+    if (fn_url) {
+        *route = R_FN_URL;
+        *rest = slash ? slash : "/";
+        return 0;
+    }
+    if (!slash) {
+        *route = R_FUNCTION;
+        return 0;
+    }
+    if (strcmp(slash, "/invoke") == 0)
+        *route = R_INVOKE;
+    else if (strcmp(slash, "/logs") == 0)
+        *route = R_LOGS;
+    else
+        return -ENOENT;
+    return 0;
+}
+
+static void method_not_allowed(struct http_request *req, const char *allow)
+{
+    json_t *o = json_pack("{s:s,s:s}", "error", "method not allowed", "detail", allow);
+    struct http_header h = {"Allow", 5, allow, strlen(allow)};
+    respond_json(req, 405, o, &h, 1);
+}
+
+/* ---- simple handlers ------------------------------------------------------------------ */
+
+static void handle_healthz(struct api *a, struct http_request *req)
+{
+    json_t *o = json_pack("{s:s,s:s,s:b}", "status", a->draining ? "draining" : "ok", "version",
+                          a->version ? a->version : "dev", "draining", a->draining);
+    respond_json(req, a->draining ? 503 : 200, o, NULL, 0);
+}
+
+static void handle_metrics(struct api *a, struct http_request *req)
+{
+    struct pool_textbuf b = {0};
+    struct http_stats hs = {0};
+    if (a->server)
+        http_server_stats(a->server, &hs);
+    pool_textbuf_printf(&b,
+                        "# HELP ember_http_connections Open HTTP connections.\n"
+                        "# TYPE ember_http_connections gauge\n"
+                        "ember_http_connections %" PRIu64 "\n"
+                        "# HELP ember_http_connections_total Accepted HTTP connections.\n"
+                        "# TYPE ember_http_connections_total counter\n"
+                        "ember_http_connections_total %" PRIu64 "\n"
+                        "# HELP ember_http_requests_total HTTP requests parsed.\n"
+                        "# TYPE ember_http_requests_total counter\n"
+                        "ember_http_requests_total %" PRIu64 "\n"
+                        "# HELP ember_http_parse_errors_total Malformed requests.\n"
+                        "# TYPE ember_http_parse_errors_total counter\n"
+                        "ember_http_parse_errors_total %" PRIu64 "\n"
+                        "# HELP ember_http_timeouts_total Connections closed by a timeout.\n"
+                        "# TYPE ember_http_timeouts_total counter\n"
+                        "ember_http_timeouts_total %" PRIu64 "\n"
+                        "# HELP ember_functions Deployed functions.\n"
+                        "# TYPE ember_functions gauge\n"
+                        "ember_functions %zu\n"
+                        "# HELP ember_deploys_total Successful deploys.\n"
+                        "# TYPE ember_deploys_total counter\n"
+                        "ember_deploys_total %" PRIu64 "\n"
+                        "# HELP ember_deploy_failures_total Refused or failed deploys.\n"
+                        "# TYPE ember_deploy_failures_total counter\n"
+                        "ember_deploy_failures_total %" PRIu64 "\n",
+                        hs.connections_current, hs.connections_total, hs.requests_total,
+                        hs.parse_errors_total, hs.timeouts_total, store_function_count(a->store),
+                        a->deploys, a->deploy_failures);
+    pool_metrics_write(a->pool, &b);
+    struct http_header h = {"Content-Type", 12, "text/plain; version=0.0.4", 25};
+    http_respond_owned(req, 200, &h, 1, b.data, b.len);
+}
+
+static json_t *function_json(struct api *a, struct function_record *rec, bool with_stats)
+{
+    json_t *o = store_record_json(rec);
+    if (with_stats && o)
+        json_object_set_new(o, "stats", pool_function_json(a->pool, rec->name));
+    return o;
+}
+
+static void handle_list(struct api *a, struct http_request *req)
+{
+    struct function_record **recs = NULL;
+    size_t n = 0;
+    if (store_function_list(a->store, &recs, &n) < 0) {
+        http_respond_error(req, 500, "internal error", "cannot list functions", false);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(arr, function_json(a, recs[i], false));
+        store_record_unref(recs[i]);
+    }
+    free(recs);
+    respond_json(req, 200, json_pack("{s:o}", "functions", arr), NULL, 0);
+}
+
+static void handle_get(struct api *a, struct http_request *req, const char *name)
+{
+    struct function_record *rec = store_function_get(a->store, name);
+    if (!rec) {
+        http_respond_error(req, 404, "not found", "no such function", false);
+        return;
+    }
+    json_t *o = function_json(a, rec, true);
+    store_record_unref(rec);
+    respond_json(req, 200, o, NULL, 0);
+}
+
+static void handle_logs(struct api *a, struct http_request *req, const char *name)
+{
+    struct function_record *rec = store_function_get(a->store, name);
+    if (!rec) {
+        http_respond_error(req, 404, "not found", "no such function", false);
+        return;
+    }
+    store_record_unref(rec);
+    size_t max = API_LOG_LINES_DEFAULT;
+    const char *q = strstr(req->query, "lines=");
+    if (q && (q == req->query || q[-1] == '&')) {
+        long v = strtol(q + 6, NULL, 10);
+        if (v > 0 && v <= 1000)
+            max = (size_t)v;
+    }
+    respond_json(req, 200,
+                 json_pack("{s:s,s:o}", "function", name, "lines",
+                           pool_function_logs(a->pool, name, max)),
+                 NULL, 0);
+}
+
+/* ---- pool -------------------------------------------------------------------------- */
+
+static void handle_pool_patch(struct api_req *ar)
+{
+    struct api *a = ar->api;
+    json_error_t jerr;
+    json_t *patch = json_loadb((const char *)ar->req->body, ar->req->body_len,
+                               JSON_REJECT_DUPLICATES, &jerr);
+    if (!patch) {
+        char detail[256];
+        snprintf(detail, sizeof(detail), "invalid JSON at line %d: %s", jerr.line, jerr.text);
+        finish_error(ar, 400, "bad request", detail);
+        return;
+    }
+    struct ember_error err = {0};
+    int r = pool_configure(a->pool, patch, &err);
+    json_decref(patch);
+    if (r < 0) {
+        finish_error(ar, 400, "bad request", err.msg);
+        return;
+    }
+    log_info("api: pool settings changed");
+    respond_json(ar->req, 200, pool_json(a->pool), NULL, 0);
+    api_req_free(ar);
+}
+
+/* ---- deploy ---------------------------------------------------------------------------- */
+
+static void deploy_fail(struct api_req *ar, int status, const char *error, const char *detail);
+
+static void work_begin(uv_work_t *w)
+{
+    struct api_req *ar = w->data;
+    ar->status = store_upload_begin(ar->api->store, &ar->upload, &ar->err);
+}
+
+static void work_write(uv_work_t *w)
+{
+    struct api_req *ar = w->data;
+    ar->status = store_upload_write(ar->upload, ar->wbuf, ar->wlen, &ar->err);
+}
+
+static void work_commit(uv_work_t *w)
+{
+    struct api_req *ar = w->data;
+    struct store_upload *up = ar->upload;
+    ar->upload = NULL; /* commit always frees it */
+    ar->status = store_upload_commit(up, ar->name, &ar->rec, &ar->created, &ar->unchanged,
+                                     &ar->err);
+}
+
+static void work_abort(uv_work_t *w)
+{
+    struct api_req *ar = w->data;
+    if (ar->upload)
+        store_upload_abort(ar->upload);
+    ar->upload = NULL;
+}
+
+static void deploy_step(struct api_req *ar);
+
+static void after_work(uv_work_t *w, int status)
+{
+    struct api_req *ar = w->data;
+    ar->busy = false;
+    free(ar->wbuf);
+    ar->wbuf = NULL;
+    if (status < 0 && ar->status == 0)
+        ar->status = status;
+    deploy_step(ar);
+}
+
+static void queue(struct api_req *ar, uv_work_cb cb)
+{
+    ar->busy = true;
+    ar->work.data = ar;
+    int r = uv_queue_work(ar->api->loop, &ar->work, cb, after_work);
+    if (r < 0) {
+        ar->busy = false;
+        ar->status = r;
+    }
+}
+
+static void on_deploy_aborted_cleanup(uv_work_t *w, int status)
+{
+    struct api_req *ar = w->data;
+    (void)status;
+    http_respond_error(ar->req, 400, "aborted", NULL, true);
+    api_req_free(ar);
+}
+
+static void after_abort_free(uv_work_t *w, int status)
+{
+    (void)status;
+    api_req_free(w->data);
+}
+
+static void deploy_fail(struct api_req *ar, int status, const char *error, const char *detail)
+{
+    ar->api->deploy_failures++;
+    /* Answer now; the temporary file goes away on the thread pool after. */
+    http_respond_error(ar->req, status, error, detail, !ar->body_done);
+    ar->req = NULL;
+    ar->work.data = ar;
+    if (ar->upload && uv_queue_work(ar->api->loop, &ar->work, work_abort, after_abort_free) == 0)
+        return;
+    if (ar->upload)
+        store_upload_abort(ar->upload); /* the queue refused: rare, do it here */
+    ar->upload = NULL;
+    api_req_free(ar);
+}
+
+/*
+ * The deploy state machine, re-entered after every thread-pool step and
+ * every body event: begin -> (write)* -> commit -> publish to the pool.
+ */
+static void deploy_step(struct api_req *ar)
+{
+    struct api *a = ar->api;
+    if (ar->busy)
+        return;
+
+    if (ar->status < 0) {
+        if (ar->aborted) {
+            ar->work.data = ar;
+            if (ar->upload &&
+                uv_queue_work(a->loop, &ar->work, work_abort, on_deploy_aborted_cleanup) == 0)
+                return;
+            on_deploy_aborted_cleanup(&ar->work, 0);
+            return;
+        }
+        int code = ar->err.code == -EINVAL ? 400 : 500;
+        deploy_fail(ar, code, code == 400 ? "bad package" : "store failed",
+                    ar->err.msg[0] ? ar->err.msg : strerror(-ar->status));
+        return;
+    }
+    if (ar->aborted) {
+        ar->work.data = ar;
+        if (ar->upload &&
+            uv_queue_work(a->loop, &ar->work, work_abort, on_deploy_aborted_cleanup) == 0)
+            return;
+        on_deploy_aborted_cleanup(&ar->work, 0);
+        return;
+    }
+    if (ar->rec) {
+        /* Committed: make the pool use the new version, then answer. */
+        a->deploys++;
+        if (!ar->unchanged)
+            pool_function_update(a->pool, ar->rec);
+        log_info("api: deployed %s version %.12s (%s)", ar->rec->name, ar->rec->version,
+                 ar->created ? "new" : ar->unchanged ? "unchanged" : "updated");
+        respond_json(ar->req, ar->created ? 201 : 200, function_json(a, ar->rec, false), NULL,
+                     0);
+        api_req_free(ar);
+        return;
+    }
+    if (!ar->upload) {
+        queue(ar, work_begin);
+        return;
+    }
+    /* Write what is buffered when the buffer is full or the body is done. */
+    if (ar->buf_len > 0 && (ar->buf_len == DEPLOY_BUF_SIZE || ar->body_done)) {
+        ar->wbuf = ar->buf;
+        ar->wlen = ar->buf_len;
+        ar->buf = malloc(DEPLOY_BUF_SIZE);
+        ar->buf_len = 0;
+        if (!ar->buf) {
+            ar->status = -ENOMEM;
+            deploy_step(ar);
+            return;
+        }
+        queue(ar, work_write);
+        return;
+    }
+    if (ar->body_done) {
+        queue(ar, work_commit);
+        return;
+    }
+    http_request_resume(ar->req);
+}
+
+static void deploy_on_body(struct api_req *ar)
+{
+    struct http_request *req = ar->req;
+    const uint8_t *p = req->chunk;
+    size_t left = req->chunk_len;
+    while (left > 0) {
+        size_t room = DEPLOY_BUF_SIZE - ar->buf_len;
+        if (room == 0) {
+            /* The buffer is full and a write is in flight; the server was
+             * paused, so this only happens inside one oversized chunk. */
+            uint8_t *bigger = realloc(ar->buf, ar->buf_len + left);
+            if (!bigger) {
+                ar->status = -ENOMEM;
+                return;
+            }
+            ar->buf = bigger;
+            memcpy(ar->buf + ar->buf_len, p, left);
+            ar->buf_len += left;
+            break;
+        }
+        size_t n = left < room ? left : room;
+        memcpy(ar->buf + ar->buf_len, p, n);
+        ar->buf_len += n;
+        p += n;
+        left -= n;
+    }
+    if (ar->buf_len >= DEPLOY_BUF_SIZE) {
+        http_request_pause(req);
+        if (!ar->busy && ar->upload) {
+            ar->wbuf = ar->buf;
+            ar->wlen = ar->buf_len;
+            ar->buf = malloc(DEPLOY_BUF_SIZE);
+            ar->buf_len = 0;
+            if (!ar->buf) {
+                ar->buf = ar->wbuf;
+                ar->buf_len = ar->wlen;
+                ar->wbuf = NULL;
+                ar->status = -ENOMEM;
+                return;
+            }
+            queue(ar, work_write);
+        }
+    }
+}
+
+static void handle_deploy(struct api_req *ar)
+{
+    struct api *a = ar->api;
+    ar->buf = malloc(DEPLOY_BUF_SIZE);
+    if (!ar->buf) {
+        finish_error(ar, 500, "internal error", "out of memory");
+        return;
+    }
+    if (http_request_read_body(ar->req, HTTP_BODY_STREAM, a->package_max) < 0) {
+        /* the server answered 413 itself */
+        a->deploy_failures++;
+        api_req_free(ar);
+        return;
+    }
+    http_request_pause(ar->req); /* until the temporary file exists */
+    queue(ar, work_begin);
+}
+
+/* ---- invoke ----------------------------------------------------------------------------- */
+
+static bool hop_by_hop(const char *name, size_t len)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-authenticate",
+                                      "proxy-authorization", "te", "trailer",
+                                      "transfer-encoding", "upgrade", "proxy-connection"};
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        if (strlen(hop[i]) == len && strncasecmp(hop[i], name, len) == 0)
+            return true;
+    return false;
+}
+
+/* Headers the server writes itself; a function's copy would duplicate them. */
+static bool server_owned(const char *name, size_t len)
+{
+    static const char *const own[] = {"content-length", "date", "server"};
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (strlen(own[i]) == len && strncasecmp(own[i], name, len) == 0)
+            return true;
+    return false;
+}
+
+static void new_invocation_id(struct api *a, char out[48])
+{
+    snprintf(out, 48, "%016" PRIx64 "-%" PRIx64, a->boot_id, ++a->inv_seq);
+}
+
+static void format_timing(const struct pool_result *res, char *buf, size_t len)
+{
+    snprintf(buf, len,
+             "queue;dur=%.3f, acquire;desc=\"%s\";dur=%.3f, init;dur=%.3f, run;dur=%.3f",
+             (double)res->queue_ns / 1e6, res->acquired ? pool_acquire_name(res->acquire) : "none",
+             (double)res->acquire_ns / 1e6, (double)res->init_ns / 1e6,
+             (double)res->run_ns / 1e6);
+}
+
+static void on_invoke_result(const struct pool_result *res, void *data)
+{
+    struct api_req *ar = data;
+    char timing[256], retry[16];
+    format_timing(res, timing, sizeof(timing));
+
+    struct http_header base[3];
+    size_t nb = 0;
+    base[nb++] = (struct http_header){"X-Ember-Invocation", 18, ar->inv_id, strlen(ar->inv_id)};
+    base[nb++] = (struct http_header){"Server-Timing", 13, timing, strlen(timing)};
+
+    if (res->error_name) {
+        if (res->retry_after_s) {
+            snprintf(retry, sizeof(retry), "%u", res->retry_after_s);
+            base[nb++] = (struct http_header){"Retry-After", 11, retry, strlen(retry)};
+        }
+        json_t *o = json_pack("{s:s,s:s,s:s}", "error", res->error_name, "detail",
+                              res->detail ? res->detail : "", "invocation", ar->inv_id);
+        respond_json(ar->req, res->http_status, o, base, nb);
+        api_req_free(ar);
+        return;
+    }
+
+    struct http_header *hdrs = calloc(res->n_headers + nb, sizeof(*hdrs));
+    if (!hdrs) {
+        finish_error(ar, 500, "internal error", "out of memory");
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < nb; i++)
+        hdrs[n++] = base[i];
+    for (size_t i = 0; i < res->n_headers; i++) {
+        const struct sandbox_header *h = &res->headers[i];
+        if (hop_by_hop(h->name, h->name_len) || server_owned(h->name, h->name_len))
+            continue;
+        hdrs[n++] = (struct http_header){h->name, h->name_len, h->value, h->value_len};
+    }
+    int status = res->http_status;
+    if (status < 100 || status > 599)
+        status = 502;
+    http_respond(ar->req, status, hdrs, n, res->body, res->body_len);
+    free(hdrs);
+    api_req_free(ar);
+}
+
+/* Convert the HTTP request's headers into the call's, dropping hop-by-hop. */
+static int build_call_headers(struct api_req *ar)
+{
+    struct http_request *req = ar->req;
+    ar->hdrs = calloc(req->n_headers ? req->n_headers : 1, sizeof(*ar->hdrs));
+    if (!ar->hdrs)
+        return -ENOMEM;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (hop_by_hop(h->name, h->name_len))
+            continue;
+        ar->hdrs[ar->n_hdrs++] =
+            (struct sandbox_header){h->name, h->name_len, h->value, h->value_len};
+    }
+    return 0;
+}
+
+static bool query_has_async(const char *q)
+{
+    /* "async=1" or "async=true" as one of the &-separated parameters */
+    const char *p = q;
+    while (p && *p) {
+        if (strncmp(p, "async=1", 7) == 0 && (p[7] == '\0' || p[7] == '&'))
+            return true;
+        if (strncmp(p, "async=true", 10) == 0 && (p[10] == '\0' || p[10] == '&'))
+            return true;
+        p = strchr(p, '&');
+        if (p)
+            p++;
+    }
+    return false;
+}
+
+/* Remove the async parameter from what the function sees. */
+static char *query_without_async(const char *q)
+{
+    char *out = malloc(strlen(q) + 1);
+    if (!out)
+        return NULL;
+    out[0] = '\0';
+    const char *p = q;
+    while (*p) {
+        const char *end = strchr(p, '&');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (!(len >= 6 && strncmp(p, "async=", 6) == 0)) {
+            if (out[0])
+                strcat(out, "&");
+            strncat(out, p, len);
+        }
+        p += len;
+        if (*p == '&')
+            p++;
+    }
+    return out;
+}
+
+static void async_record_free(struct async_record *r)
+{
+    list_remove(&r->link);
+    free(r->error);
+    free(r->detail);
+    free(r->result);
+    free(r->method);
+    free(r->path);
+    free(r->query);
+    free(r->hdrs);
+    free(r->body);
+    free(r);
+}
+
+static void on_async_result(const struct pool_result *res, void *data)
+{
+    struct async_record *r = data;
+    r->running = false;
+    r->done = true;
+    r->http_status = res->http_status;
+    r->finished_ms = ember_wall_ms();
+    format_timing(res, r->timing, sizeof(r->timing));
+    if (res->error_name) {
+        r->error = strdup(res->error_name);
+        r->detail = strdup(res->detail ? res->detail : "");
+    } else {
+        size_t keep = res->body_len < API_ASYNC_RESULT_MAX ? res->body_len : API_ASYNC_RESULT_MAX;
+        r->truncated = keep < res->body_len;
+        r->result = malloc(keep + 1);
+        if (r->result) {
+            memcpy(r->result, res->body, keep);
+            r->result[keep] = '\0';
+            r->result_len = keep;
+        }
+    }
+    /* The call's copies are not needed any more. */
+    free(r->hdrs);
+    r->hdrs = NULL;
+    free(r->body);
+    r->body = NULL;
+}
+
+static void async_trim(struct api *a)
+{
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &a->async_records)
+    {
+        if (a->n_async <= API_ASYNC_RECORDS_DEFAULT)
+            break;
+        struct async_record *r = list_entry(pos, struct async_record, link);
+        if (r->running)
+            continue; /* its callback still needs it */
+        async_record_free(r);
+        a->n_async--;
+    }
+}
+
+static void start_async(struct api_req *ar)
+{
+    struct api *a = ar->api;
+    struct http_request *req = ar->req;
+    struct async_record *r = calloc(1, sizeof(*r));
+    if (!r) {
+        finish_error(ar, 500, "internal error", "out of memory");
+        return;
+    }
+    list_init(&r->link);
+    r->api = a;
+    snprintf(r->id, sizeof(r->id), "%s", ar->inv_id);
+    snprintf(r->function, sizeof(r->function), "%s", ar->name);
+    r->created_ms = ember_wall_ms();
+    r->method = strdup(req->method);
+    r->path = strdup(ar->fn_path);
+    r->query = query_without_async(req->query);
+    r->body = malloc(req->body_len ? req->body_len : 1);
+    r->body_len = req->body_len;
+    /* Header strings are copied into one block after the array. */
+    size_t strings = 0;
+    for (size_t i = 0; i < ar->n_hdrs; i++)
+        strings += ar->hdrs[i].name_len + ar->hdrs[i].value_len + 2;
+    r->hdrs = malloc(ar->n_hdrs * sizeof(*r->hdrs) + strings + 1);
+    if (!r->method || !r->path || !r->query || !r->body || !r->hdrs) {
+        async_record_free(r);
+        finish_error(ar, 500, "internal error", "out of memory");
+        return;
+    }
+    if (req->body_len)
+        memcpy(r->body, req->body, req->body_len);
+    char *s = (char *)(r->hdrs + ar->n_hdrs);
+    for (size_t i = 0; i < ar->n_hdrs; i++) {
+        const struct sandbox_header *h = &ar->hdrs[i];
+        memcpy(s, h->name, h->name_len);
+        s[h->name_len] = '\0';
+        r->hdrs[i].name = s;
+        r->hdrs[i].name_len = h->name_len;
+        s += h->name_len + 1;
+        memcpy(s, h->value, h->value_len);
+        s[h->value_len] = '\0';
+        r->hdrs[i].value = s;
+        r->hdrs[i].value_len = h->value_len;
+        s += h->value_len + 1;
+    }
+    r->n_hdrs = ar->n_hdrs;
+    list_insert_tail(&a->async_records, &r->link);
+    a->n_async++;
+    async_trim(a);
+
+    struct sandbox_call call = {
+        .method = r->method,
+        .path = r->path,
+        .query = r->query,
+        .headers = r->hdrs,
+        .n_headers = r->n_hdrs,
+        .body = r->body,
+        .body_len = r->body_len,
+    };
+    r->running = true;
+    pool_invoke(a->pool, ar->rec, &call, on_async_result, r, NULL);
+
+    char location[96];
+    snprintf(location, sizeof(location), "/v1/invocations/%s", r->id);
+    struct http_header h[2] = {
+        {"Location", 8, location, strlen(location)},
+        {"X-Ember-Invocation", 18, r->id, strlen(r->id)},
+    };
+    respond_json(req, 202, json_pack("{s:s,s:s}", "invocation", r->id, "status", "accepted"), h,
+                 2);
+    api_req_free(ar);
+}
+
+static void invoke_start(struct api_req *ar)
+{
+    struct api *a = ar->api;
+    struct http_request *req = ar->req;
+    if (build_call_headers(ar) < 0) {
+        finish_error(ar, 500, "internal error", "out of memory");
+        return;
+    }
+    new_invocation_id(a, ar->inv_id);
+    if (ar->async) {
+        start_async(ar);
+        return;
+    }
+    struct sandbox_call call = {
+        .method = req->method,
+        .path = ar->fn_path,
+        .query = req->query,
+        .headers = ar->hdrs,
+        .n_headers = ar->n_hdrs,
+        .body = req->body,
+        .body_len = req->body_len,
+    };
+    pool_invoke(a->pool, ar->rec, &call, on_invoke_result, ar, &ar->ticket);
+}
+
+static void handle_invoke(struct api_req *ar, const char *rest)
+{
+    struct api *a = ar->api;
+    ar->rec = store_function_get(a->store, ar->name);
+    if (!ar->rec) {
+        finish_error(ar, 404, "not found", "no such function");
+        return;
+    }
+    if (ar->route == R_INVOKE) {
+        ar->fn_path = "/";
+        ar->async = query_has_async(ar->req->query);
+    } else {
+        ar->fn_path = rest;
+    }
+    if (!ar->req->has_body) {
+        invoke_start(ar);
+        return;
+    }
+    if (http_request_read_body(ar->req, HTTP_BODY_BUFFER, a->invoke_max) < 0)
+        api_req_free(ar); /* 413 already sent */
+}
+
+static void handle_invocation(struct api *a, struct http_request *req, const char *id)
+{
+    struct list *pos;
+    for (pos = a->async_records.next; pos != &a->async_records; pos = pos->next) {
+        struct async_record *r = list_entry(pos, struct async_record, link);
+        if (strcmp(r->id, id) != 0)
+            continue;
+        json_t *o = json_pack("{s:s,s:s,s:s,s:I}", "invocation", r->id, "function", r->function,
+                              "status", r->done ? "done" : "running", "created_ms",
+                              (json_int_t)r->created_ms);
+        if (r->done) {
+            json_object_set_new(o, "http_status", json_integer(r->http_status));
+            json_object_set_new(o, "finished_ms", json_integer(r->finished_ms));
+            json_object_set_new(o, "server_timing", json_string(r->timing));
+            if (r->error) {
+                json_object_set_new(o, "error", json_string(r->error));
+                json_object_set_new(o, "detail", json_string(r->detail ? r->detail : ""));
+            } else if (r->result) {
+                json_t *s = json_stringn(r->result, r->result_len);
+                if (s) {
+                    json_object_set_new(o, "result", s);
+                } else {
+                    /* not UTF-8: hex keeps it exact and simple to decode */
+                    char *hex = malloc(r->result_len * 2 + 1);
+                    for (size_t i = 0; hex && i < r->result_len; i++)
+                        sprintf(hex + 2 * i, "%02x", (unsigned char)r->result[i]);
+                    if (hex) {
+                        hex[r->result_len * 2] = '\0';
+                        json_object_set_new(o, "result_hex", json_string(hex));
+                    }
+                    free(hex);
+                }
+                json_object_set_new(o, "truncated", json_boolean(r->truncated));
+            }
+        }
+        respond_json(req, 200, o, NULL, 0);
+        return;
+    }
+    http_respond_error(req, 404, "not found", "no such invocation (records are kept for the last "
+                                              "1000 asynchronous calls)", false);
+}
+
+/* ---- delete ------------------------------------------------------------------------------ */
+
+static void work_delete(uv_work_t *w)
+{
+    struct api_req *ar = w->data;
+    ar->status = store_function_delete(ar->api->store, ar->name, &ar->err);
+}
+
+static void after_delete(uv_work_t *w, int status)
+{
+    struct api_req *ar = w->data;
+    if (status < 0 && ar->status == 0)
+        ar->status = status;
+    if (ar->status == -ENOENT) {
+        finish_error(ar, 404, "not found", "no such function");
+        return;
+    }
+    if (ar->status < 0) {
+        finish_error(ar, 500, "store failed", ar->err.msg[0] ? ar->err.msg : strerror(-ar->status));
+        return;
+    }
+    pool_function_remove(ar->api->pool, ar->name);
+    log_info("api: deleted %s", ar->name);
+    respond_json(ar->req, 200, json_pack("{s:s,s:b}", "name", ar->name, "deleted", 1), NULL, 0);
+    api_req_free(ar);
+}
+
+static void handle_delete(struct api_req *ar)
+{
+    ar->work.data = ar;
+    int r = uv_queue_work(ar->api->loop, &ar->work, work_delete, after_delete);
+    if (r < 0)
+        finish_error(ar, 500, "internal error", uv_strerror(r));
+}
+
+/* ---- the handler callbacks ---------------------------------------------------------------- */
+
+static bool authorized(struct api *a, struct http_request *req)
+{
+    if (!a->token)
+        return true;
+    const char *h = http_request_header(req, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return false;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return api_token_matches(a->token, h);
+}
+
+static void on_request(struct http_request *req, void *data)
+{
+    struct api *a = data;
+    enum route route;
+    char name[STORE_NAME_MAX + 1] = "";
+    const char *rest = NULL;
+
+    int r = route_match(req->path, &route, name, &rest);
+    if (r == -EINVAL) {
+        http_respond_error(req, 400, "bad request",
+                           "function names are 1 to 63 characters of a-z, 0-9 and '-', "
+                           "starting with a letter or digit",
+                           false);
+        return;
+    }
+    if (r < 0) {
+        http_respond_error(req, 404, "not found", "no such route", false);
+        return;
+    }
+    if (strncmp(req->path, "/v1/", 4) == 0 && !authorized(a, req)) {
+        struct http_header h = {"WWW-Authenticate", 16, "Bearer realm=\"ember\"", 20};
+        json_t *o = json_pack("{s:s,s:s}", "error", "unauthorized", "detail",
+                              "this route needs Authorization: Bearer <token>");
+        respond_json(req, 401, o, &h, 1);
+        return;
+    }
+    if (a->draining && route != R_HEALTHZ && route != R_METRICS) {
+        http_respond_error(req, 503, "draining", "emberd is shutting down", true);
+        return;
+    }
+
+    switch (route) {
+    case R_HEALTHZ:
+        if (!method_is(req, "GET") && !method_is(req, "HEAD"))
+            return method_not_allowed(req, "GET");
+        return handle_healthz(a, req);
+    case R_METRICS:
+        if (!method_is(req, "GET"))
+            return method_not_allowed(req, "GET");
+        return handle_metrics(a, req);
+    case R_FUNCTIONS:
+        if (!method_is(req, "GET"))
+            return method_not_allowed(req, "GET");
+        return handle_list(a, req);
+    case R_LOGS:
+        if (!method_is(req, "GET"))
+            return method_not_allowed(req, "GET");
+        return handle_logs(a, req, name);
+    case R_INVOCATION:
+        if (!method_is(req, "GET"))
+            return method_not_allowed(req, "GET");
+        return handle_invocation(a, req, name);
+    case R_FUNCTION:
+        if (method_is(req, "GET"))
+            return handle_get(a, req, name);
+        if (!method_is(req, "PUT") && !method_is(req, "DELETE"))
+            return method_not_allowed(req, "GET, PUT, DELETE");
+        break;
+    case R_POOL:
+        if (method_is(req, "GET")) {
+            respond_json(req, 200, pool_json(a->pool), NULL, 0);
+            return;
+        }
+        if (!method_is(req, "PATCH"))
+            return method_not_allowed(req, "GET, PATCH");
+        break;
+    case R_INVOKE:
+        if (!method_is(req, "POST"))
+            return method_not_allowed(req, "POST");
+        break;
+    case R_FN_URL:
+        break;
+    }
+
+    struct api_req *ar = calloc(1, sizeof(*ar));
+    if (!ar) {
+        http_respond_error(req, 500, "internal error", "out of memory", false);
+        return;
+    }
+    ar->api = a;
+    ar->req = req;
+    ar->route = route;
+    snprintf(ar->name, sizeof(ar->name), "%s", name);
+    req->data = ar;
+    a->pending++;
+
+    switch (route) {
+    case R_FUNCTION:
+        if (method_is(req, "PUT"))
+            handle_deploy(ar);
+        else
+            handle_delete(ar);
+        return;
+    case R_POOL:
+        if (http_request_read_body(req, HTTP_BODY_BUFFER, 1u << 20) < 0)
+            api_req_free(ar);
+        return;
+    case R_INVOKE:
+    case R_FN_URL:
+        handle_invoke(ar, rest);
+        return;
+    default:
+        finish_error(ar, 500, "internal error", "unrouted request");
+        return;
+    }
+}
+
+static void on_body(struct http_request *req, void *data)
+{
+    struct api_req *ar = req->data;
+    (void)data;
+    if (ar && ar->route == R_FUNCTION && !ar->aborted)
+        deploy_on_body(ar);
+}
+
+static void on_body_end(struct http_request *req, void *data)
+{
+    struct api_req *ar = req->data;
+    (void)data;
+    if (!ar)
+        return;
+    switch (ar->route) {
+    case R_FUNCTION:
+        ar->body_done = true;
+        deploy_step(ar);
+        return;
+    case R_POOL:
+        handle_pool_patch(ar);
+        return;
+    case R_INVOKE:
+    case R_FN_URL:
+        invoke_start(ar);
+        return;
+    default:
+        return;
+    }
+}
+
+static void on_abort(struct http_request *req, void *data)
+{
+    struct api_req *ar = req->data;
+    (void)data;
+    if (!ar)
+        return;
+    ar->aborted = true;
+    switch (ar->route) {
+    case R_FUNCTION:
+        if (method_is(req, "PUT")) {
+            if (ar->busy)
+                return; /* the step in flight finishes, then deploy_step cleans up */
+            if (ar->status == 0 && !ar->body_done)
+                ar->status = -ECONNRESET;
+            deploy_step(ar);
+        }
+        /* a delete runs to completion and answers into the void */
+        return;
+    case R_INVOKE:
+    case R_FN_URL:
+        if (ar->ticket) {
+            pool_ticket_cancel(ar->ticket);
+            ar->ticket = NULL;
+            http_respond_error(req, 499, "client closed request", NULL, true);
+            api_req_free(ar);
+        } else if (!ar->hdrs) {
+            /* still reading the body: nothing started */
+            http_respond_error(req, 400, "aborted", NULL, true);
+            api_req_free(ar);
+        }
+        return;
+    case R_POOL:
+        http_respond_error(req, 400, "aborted", NULL, true);
+        api_req_free(ar);
+        return;
+    default:
+        return;
+    }
+}
+
+int api_open(const struct api_config *cfg, struct api **out, struct http_handler *handler)
+{
+    struct api *a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->loop = cfg->loop;
+    a->store = cfg->store;
+    a->pool = cfg->pool;
+    a->token = cfg->token && cfg->token[0] ? strdup(cfg->token) : NULL;
+    a->package_max = cfg->package_max ? cfg->package_max : API_PACKAGE_MAX_DEFAULT;
+    a->invoke_max = cfg->invoke_max ? cfg->invoke_max : API_INVOKE_MAX_DEFAULT;
+    a->version = cfg->version;
+    list_init(&a->async_records);
+    if (getrandom(&a->boot_id, sizeof(a->boot_id), 0) != sizeof(a->boot_id))
+        a->boot_id = ember_now_ns();
+    handler->on_request = on_request;
+    handler->on_body = on_body;
+    handler->on_body_end = on_body_end;
+    handler->on_abort = on_abort;
+    handler->data = a;
+    *out = a;
+    return 0;
+}
+
+void api_set_server(struct api *a, struct http_server *s)
+{
+    a->server = s;
+}
+
+void api_set_draining(struct api *a, bool draining)
+{
+    a->draining = draining;
+}
+
+uint32_t api_pending(const struct api *a)
+{
+    return a->pending;
+}
+
+void api_close(struct api *a)
+{
+    while (!list_empty(&a->async_records))
+        async_record_free(list_entry(a->async_records.next, struct async_record, link));
+    free(a->token);
+    free(a);
+}

@@ -1,0 +1,177 @@
+/* pool_internal.h - the pool's data structures, shared by pool.c (policy),
+ * knobs.c (configuration) and stats.c (metrics, histograms, logs). Not for
+ * use outside pool/. */
+#ifndef EMBER_POOL_INTERNAL_H
+#define EMBER_POOL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/list.h"
+#include "pool/pool.h"
+
+/* Latency histogram: fixed Prometheus buckets (seconds) plus a log-linear
+ * sketch for percentiles in JSON. */
+#define POOL_HIST_BUCKETS 17
+extern const double pool__hist_bounds[POOL_HIST_BUCKETS]; /* upper bounds, s; last = +Inf */
+
+struct pool_hist {
+    uint64_t buckets[POOL_HIST_BUCKETS]; /* non-cumulative counts */
+    uint64_t count;
+    double sum_s;
+};
+
+void pool__hist_add(struct pool_hist *h, uint64_t ns);
+/** Approximate quantile (0..1) from the buckets, in seconds. */
+double pool__hist_quantile(const struct pool_hist *h, double q);
+
+/* Function log ring: recent lines, bounded by count and bytes. */
+#define POOL_LOG_LINES 1000
+#define POOL_LOG_BYTES (256u << 10)
+
+struct pool_log_line {
+    int64_t time_ms;
+    uint64_t instance;
+    int stream;
+    char *line;
+    size_t len;
+};
+
+struct pool_log {
+    struct pool_log_line lines[POOL_LOG_LINES];
+    size_t head, count, bytes;
+    uint64_t dropped;
+};
+
+void pool__log_add(struct pool_log *l, uint64_t instance, int stream, const char *line,
+                   size_t len);
+void pool__log_free(struct pool_log *l);
+
+enum pool_sb_state {
+    PSB_STARTING, /* being created / specialized / forked */
+    PSB_STEM,     /* ready stem cell */
+    PSB_ZYGOTE,   /* ready zygote */
+    PSB_IDLE,     /* instance with no call */
+    PSB_BUSY,     /* instance with calls in flight */
+};
+
+struct pool_fn;
+struct pool_call;
+
+/** One sandbox the pool owns: a stem cell, a zygote or an instance. */
+struct pool_sb {
+    struct pool *pool;
+    struct sandbox *sb;
+    enum sandbox_kind kind;
+    enum sandbox_role role;
+    enum pool_sb_state state;
+    struct pool_fn *fn;              /* NULL for stem cells */
+    struct function_record *rec;     /* version it runs (zygote, instance) */
+    struct pool_sb *zygote;          /* instance: the zygote it came from */
+    uint32_t children;               /* zygote: live instances forked from it */
+    struct list link;                /* stem list, fn->instances or fn->zygotes */
+    struct list lru;                 /* pool->idle_lru while idle */
+    struct list waiters;             /* zygote starting: instances waiting to fork */
+    struct list wait_link;           /* instance: in its zygote's waiters */
+    uint64_t charge;                 /* bytes in the memory ledger */
+    uint32_t inflight;
+    uint64_t calls;
+    uint64_t last_used_ns;
+    bool retiring;                   /* destroy once idle */
+    bool destroying;                 /* inside psb_destroy: ignore callbacks */
+    struct pool_call *reserved;      /* call that waits for this instance */
+    enum pool_acquire acquire;       /* how this instance came to be */
+    uint64_t started_ns;
+};
+
+/** A function known to the pool. */
+struct pool_fn {
+    struct list link;
+    char name[STORE_NAME_MAX + 1];
+    struct function_record *rec;     /* current version (own ref) */
+    struct pool_fn_knobs over;
+    struct pool_sb *zygote;          /* of the current version, or NULL */
+    struct list zygotes;             /* retired zygotes still parenting instances */
+    struct list instances;           /* pool_sb.link */
+    uint32_t n_instances;            /* including starting */
+    struct list queue;               /* pool_call.link */
+    uint32_t queue_len;
+    bool removed;
+    uint64_t last_used_ns;
+
+    /* counters */
+    uint64_t calls, errors, acquired[POOL_ACQUIRE_COUNT], timeouts, ooms, crashes, rejected;
+    struct pool_hist acquire_hist, run_hist, queue_hist;
+    struct pool_log log;
+};
+
+/** One call, from pool_invoke to its callback. */
+struct pool_call {
+    struct list link;                /* fn->queue while queued */
+    struct pool *pool;
+    struct pool_fn *fn;
+    struct function_record *rec;     /* own ref */
+    struct sandbox_call call;        /* borrowed strings: valid until cb / cancel */
+    pool_result_cb cb;
+    void *data;
+    bool cancelled, queued;
+    uint64_t id;
+    uint64_t t_arrive, t_dequeue, t_acquired;
+    uint64_t deadline_ns;            /* queue timeout */
+    uint64_t init_ns;
+    enum pool_acquire acquire;
+    struct pool_sb *psb;             /* instance running it */
+};
+
+struct pool {
+    uv_loop_t *loop;
+    struct store *store;
+    struct pool_knobs knobs;
+    struct pool_fn_knobs default_over;
+    enum sandbox_kind default_kind;
+    struct sandbox_backend *be[SANDBOX_KIND_COUNT];
+    char be_err[SANDBOX_KIND_COUNT][256];
+
+    struct list stems[SANDBOX_KIND_COUNT];
+    uint32_t n_stems[SANDBOX_KIND_COUNT];         /* ready */
+    uint32_t n_stems_starting[SANDBOX_KIND_COUNT];
+
+    struct list functions;
+    struct list idle_lru;            /* idle instances, oldest first */
+    uint64_t mem_charged, mem_peak;
+
+    uv_timer_t sweep;
+    uv_idle_t kick;
+    bool kick_pending;
+    bool draining;
+    void (*drain_done)(void *);
+    void *drain_data;
+    uint32_t live_sandboxes;         /* allocated pool_sb */
+
+    uint64_t next_call_id;
+    uint64_t evictions, rejected, created[POOL_ACQUIRE_COUNT];
+    uint64_t stems_created, stem_failures;
+    struct pool_hist acquire_hist, run_hist;
+    uint64_t calls, errors;
+};
+
+/* knobs.c */
+void pool__fn_knobs_clear(struct pool_fn_knobs *k);
+uint64_t pool__fn_keepalive_ms(const struct pool *p, const struct pool_fn *fn);
+uint32_t pool__fn_min_warm(const struct pool *p, const struct pool_fn *fn);
+uint32_t pool__fn_max_instances(const struct pool *p, const struct pool_fn *fn);
+uint64_t pool__fn_max_calls(const struct pool *p, const struct pool_fn *fn);
+uint32_t pool__fn_queue_length(const struct pool *p, const struct pool_fn *fn);
+uint64_t pool__fn_queue_timeout_ms(const struct pool *p, const struct pool_fn *fn);
+struct pool_fn *pool__fn_get(struct pool *p, const char *name, bool create);
+json_t *pool__fn_knobs_json(const struct pool_fn_knobs *k);
+int pool__fn_knobs_parse(const json_t *obj, struct pool_fn_knobs *k, const char *name,
+                         struct ember_error *err);
+
+/* pool.c */
+/** Knobs changed: evict down to the budget, refill stems, honour min_warm. */
+void pool__knobs_changed(struct pool *p);
+const char *pool__state_name(enum pool_sb_state s);
+
+#endif

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# test.sh - build ember and run every test suite twice: a normal build, then
+# an AddressSanitizer + UndefinedBehaviorSanitizer build. Exits non-zero if
+# any suite fails.
+#
+#   sudo ./scripts/test.sh
+set -uo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+. "$root/scripts/deps.sh"
+ember_deps test || exit 1
+
+jobs="$(nproc)"
+status=0
+
+run_suites() {
+    local build="$1" label="$2"
+    local failed=0
+    echo "== ember tests: $label ($build) =="
+    for t in "$build"/tests/unit-* "$build"/tests/it-*; do
+        [ -x "$t" ] || continue
+        echo "-- $(basename "$t")"
+        # Criterion prints its own "Synthesis" summary line per suite.
+        if ! "$t" --jobs "${EMBER_TEST_JOBS:-$jobs}"; then
+            echo "FAILED: $(basename "$t") ($label)"
+            failed=1
+        fi
+    done
+    return $failed
+}
+
+build_and_test() {
+    local dir="$1" label="$2"; shift 2
+    cmake -S "$root" -B "$dir" -DEMBER_TESTS=ON "$@" >/dev/null || return 1
+    cmake --build "$dir" -j"$jobs" || return 1
+    run_suites "$dir" "$label"
+}
+
+build_and_test "$root/build" "normal build" -DCMAKE_BUILD_TYPE=RelWithDebInfo || status=1
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:${ASAN_OPTIONS:-}" \
+UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}" \
+    build_and_test "$root/build-asan" "asan+ubsan build" -DCMAKE_BUILD_TYPE=Debug \
+    -DEMBER_ASAN=ON -DEMBER_UBSAN=ON || status=1
+
+if [ $status -eq 0 ]; then
+    echo "== ember tests: all suites passed in both builds =="
+else
+    echo "== ember tests: FAILURES (see above) =="
+fi
+exit $status
