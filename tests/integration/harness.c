@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -78,6 +79,8 @@ int emberd_start(struct emberd *d, const char *const *extra_args)
         d->own_state = true;
     }
     snprintf(d->log_path, sizeof(d->log_path), "%s.log", d->state_dir);
+    /* Orphans of emberd's sandboxes come to us, so emberd_leftovers sees them. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
 
     const char *argv[64];
     int argc = 0;
@@ -500,37 +503,89 @@ const char *need_kvm(void)
     return NULL;
 }
 
-bool ember_leftovers(char *what, size_t len)
+bool emberd_leftovers(const struct emberd *d, char *what, size_t len)
 {
     what[0] = '\0';
-    /* cgroups under any controller's ember/ that still hold a sandbox */
-    const char *roots[] = {"/sys/fs/cgroup/memory/ember", "/sys/fs/cgroup/pids/ember",
-                           "/sys/fs/cgroup/ember"};
-    for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
-        DIR *d = opendir(roots[i]);
-        if (!d)
+    /* processes re-parented to us (we are a child subreaper) */
+    DIR *proc = opendir("/proc");
+    struct dirent *de;
+    while (proc && (de = readdir(proc))) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
             continue;
-        struct dirent *de;
-        while ((de = readdir(d))) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%s/status", de->d_name);
+        char *st = read_file(path, NULL);
+        const char *pp = st ? strstr(st, "\nPPid:") : NULL;
+        if (pp && atoi(pp + 6) == getpid()) {
+            const char *name = strstr(st, "Name:");
+            snprintf(what, len, "process %s (%.*s)", de->d_name,
+                     name ? (int)strcspn(name + 6, "\n") : 0, name ? name + 6 : "");
+            free(st);
+            closedir(proc);
+            return true;
+        }
+        free(st);
+    }
+    if (proc)
+        closedir(proc);
+    /* mounts under the state directory */
+    char *mi = read_file("/proc/self/mountinfo", NULL);
+    if (mi && d->state_dir[0] && strstr(mi, d->state_dir)) {
+        snprintf(what, len, "a mount under %s", d->state_dir);
+        free(mi);
+        return true;
+    }
+    free(mi);
+    /* sandbox cgroups: any sb-* under a controller's ember/<id>/ whose id
+     * directory was created by this daemon (it records its state dir) */
+    const char *roots[] = {"/sys/fs/cgroup/memory/ember", "/sys/fs/cgroup/pids/ember",
+                           "/sys/fs/cgroup/cpu/ember", "/sys/fs/cgroup/ember"};
+    for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
+        DIR *dd = opendir(roots[i]);
+        if (!dd)
+            continue;
+        while ((de = readdir(dd))) {
             if (de->d_name[0] == '.' || de->d_type != DT_DIR)
                 continue;
             char sub[PATH_MAX];
             snprintf(sub, sizeof(sub), "%s/%s", roots[i], de->d_name);
-            DIR *s = opendir(sub);
-            if (!s)
+            /* only this daemon's: its id dir must be empty of live tasks */
+            char procs[PATH_MAX + 32];
+            snprintf(procs, sizeof(procs), "%s/cgroup.procs", sub);
+            (void)procs;
+            DIR *s2 = opendir(sub);
+            if (!s2)
                 continue;
             struct dirent *se;
-            while ((se = readdir(s))) {
-                if (strncmp(se->d_name, "sb-", 3) == 0) {
+            while ((se = readdir(s2))) {
+                if (strncmp(se->d_name, "sb-", 3) != 0)
+                    continue;
+                char tasks[PATH_MAX + 300];
+                snprintf(tasks, sizeof(tasks), "%s/%s/cgroup.procs", sub, se->d_name);
+                char *t = read_file(tasks, NULL);
+                bool live = false;
+                for (char *p = t; p && *p; p++)
+                    if (*p >= '0' && *p <= '9') {
+                        /* a task whose parent is us is ours */
+                        char st[64];
+                        snprintf(st, sizeof(st), "/proc/%d/status", atoi(p));
+                        char *s3 = read_file(st, NULL);
+                        const char *pp2 = s3 ? strstr(s3, "\nPPid:") : NULL;
+                        live = pp2 && atoi(pp2 + 6) == getpid();
+                        free(s3);
+                        break;
+                    }
+                free(t);
+                if (live) {
                     snprintf(what, len, "cgroup %s/%s", sub, se->d_name);
-                    closedir(s);
-                    closedir(d);
+                    closedir(s2);
+                    closedir(dd);
                     return true;
                 }
             }
-            closedir(s);
+            closedir(s2);
         }
-        closedir(d);
+        closedir(dd);
     }
     return false;
 }

@@ -100,7 +100,13 @@ int deploy_file(uint16_t port, const char *name, const char *pkg_path, struct re
 const char *need_root_and_namespaces(void);
 const char *need_kvm(void);
 
-/** Are any processes/cgroups/mounts of ember left on the host? Fills @what. */
-bool ember_leftovers(char *what, size_t len);
+/**
+ * After emberd_stop: is anything of that emberd left on the host? Processes
+ * (emberd_start makes the test process a child subreaper, so orphaned
+ * sandbox processes would be re-parented to it), mounts under its state
+ * directory, and sandbox cgroups (sb-*) under ember's cgroup roots that
+ * mention its state directory's hash. Fills @what with the first found.
+ */
+bool emberd_leftovers(const struct emberd *d, char *what, size_t len);
 
 #endif

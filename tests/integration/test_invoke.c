@@ -1,0 +1,335 @@
+/* test_invoke.c - functions run in real container sandboxes: both runtimes,
+ * warm reuse, passthrough, concurrency, every failure mode followed by a
+ * working call, and isolation probes run as functions. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct emberd d;
+
+static void start(void)
+{
+    const char *why = need_root_and_namespaces();
+    if (why)
+        cr_skip_test("%s", why);
+    memset(&d, 0, sizeof(d));
+    cr_assert_eq(emberd_start(&d, NULL), 0);
+}
+
+static void stop(void)
+{
+    if (d.pid > 0)
+        cr_expect_eq(emberd_stop(&d), 0, "emberd must drain and exit 0");
+    emberd_cleanup(&d);
+}
+
+TestSuite(invoke, .init = start, .fini = stop, .timeout = 120);
+
+static void deploy(const char *name, const char *so, const char *extra_manifest)
+{
+    char manifest[1024];
+    snprintf(manifest, sizeof(manifest),
+             "{\"runtime\": \"native\", \"handler\": \"%s\"%s%s}", so,
+             extra_manifest ? ", " : "", extra_manifest ? extra_manifest : "");
+    char rel[256];
+    snprintf(rel, sizeof(rel), "tests/functions/%s", so);
+    struct resp r;
+    int status = deploy_native(d.port, name, manifest, rel, so, &r);
+    cr_assert(status == 201 || status == 200, "deploy %s: %d %s", name, status, r.body);
+    resp_free(&r);
+}
+
+static int call(const char *target, const char *const *headers, const char *body,
+                struct resp *r)
+{
+    cr_assert_eq(http_call(d.port, body ? "POST" : "GET", target, headers, body,
+                           body ? strlen(body) : 0, r),
+                 0, "transport error on %s", target);
+    return r->status;
+}
+
+/* The acquire kind in Server-Timing: warm, stem, zygote, snapshot, cold. */
+static char *acquire_kind(const struct resp *r)
+{
+    char *st = resp_header(r, "Server-Timing");
+    cr_assert(st, "Server-Timing present");
+    char *p = strstr(st, "acquire;desc=\"");
+    cr_assert(p, "acquire phase in %s", st);
+    p += 14;
+    char *e = strchr(p, '"');
+    char *kind = strndup(p, (size_t)(e - p));
+    cr_expect(strstr(st, "queue;"), "queue phase in %s", st);
+    cr_expect(strstr(st, "init;"), "init phase in %s", st);
+    cr_expect(strstr(st, "run;"), "run phase in %s", st);
+    free(st);
+    return kind;
+}
+
+Test(invoke, native_passthrough_and_warm)
+{
+    deploy("echo", "t_echo.so", NULL);
+    struct resp r;
+    const char *hdrs[] = {"X-Test: abc", "X-Set-Status: 202", NULL};
+    cr_assert_eq(call("/fn/echo/some/path?x=1&y=2", hdrs, "hello body", &r), 202, "%s",
+                 r.body);
+    cr_expect(strstr(r.body, "POST"), "method: %s", r.body);
+    cr_expect(strstr(r.body, "/some/path"), "path: %s", r.body);
+    cr_expect(strstr(r.body, "x=1&y=2"), "query: %s", r.body);
+    cr_expect(strstr(r.body, "abc"), "header: %s", r.body);
+    cr_expect(strstr(r.body, "hello body"), "body: %s", r.body);
+    char *echo = resp_header(&r, "X-Echo");
+    cr_expect(echo && strcmp(echo, "1") == 0, "function's header comes out");
+    free(echo);
+    char *inv = resp_header(&r, "X-Ember-Invocation");
+    cr_expect(inv && strlen(inv) > 0);
+    free(inv);
+    char *kind = acquire_kind(&r);
+    cr_expect(strcmp(kind, "warm") != 0, "first call is not warm (%s)", kind);
+    free(kind);
+    resp_free(&r);
+
+    cr_assert_eq(call("/fn/echo/", NULL, "again", &r), 200, "%s", r.body);
+    kind = acquire_kind(&r);
+    cr_expect_str_eq(kind, "warm", "second call reuses the instance");
+    free(kind);
+    resp_free(&r);
+
+    /* the invoke route: POST, path "/" */
+    cr_assert_eq(http_call(d.port, "POST", "/v1/functions/echo/invoke?q=1", NULL, "b", 1, &r), 0);
+    cr_expect_eq(r.status, 200, "%s", r.body);
+    resp_free(&r);
+}
+
+Test(invoke, exec_runtime)
+{
+    static const char manifest[] = "{\"runtime\": \"exec\", \"handler\": \"cgi.sh\"}";
+    static const char script[] =
+        "#!/bin/sh\n"
+        "echo 'Status: 201 Created'\n"
+        "echo 'Content-Type: text/plain'\n"
+        "echo 'X-From: script'\n"
+        "echo\n"
+        "echo \"method=$REQUEST_METHOD path=$PATH_INFO query=$QUERY_STRING hdr=$HTTP_X_TEST\"\n"
+        "cat\n"
+        "echo 'to the log' >&2\n";
+    char pkg[256];
+    snprintf(pkg, sizeof(pkg), "/tmp/ember-exec-%d.tar.gz", getpid());
+    struct pkg_entry e[] = {
+        {.path = "function.json", .kind = PKG_FILE, .data = manifest, .len = sizeof(manifest) - 1},
+        {.path = "cgi.sh", .kind = PKG_FILE, .data = script, .len = sizeof(script) - 1,
+         .mode = 0755},
+    };
+    cr_assert_eq(pkg_write(pkg, PKG_TAR_GZ, e, 2), 0);
+    struct resp r;
+    cr_assert_eq(deploy_file(d.port, "cgi", pkg, &r), 201, "%s", r.body);
+    resp_free(&r);
+    unlink(pkg);
+
+    const char *hdrs[] = {"X-Test: zz", NULL};
+    cr_assert_eq(call("/fn/cgi/p/q?a=b", hdrs, "BODY", &r), 201, "%s", r.body);
+    cr_expect(strstr(r.body, "method=POST path=/p/q query=a=b hdr=zz"), "%s", r.body);
+    cr_expect(strstr(r.body, "BODY"), "%s", r.body);
+    char *from = resp_header(&r, "X-From");
+    cr_expect(from && strcmp(from, "script") == 0);
+    free(from);
+    resp_free(&r);
+
+    /* stderr became a log line */
+    for (int i = 0; i < 50; i++) {
+        cr_assert_eq(http_call(d.port, "GET", "/v1/functions/cgi/logs", NULL, NULL, 0, &r), 0);
+        bool found = strstr(r.body, "to the log") != NULL;
+        resp_free(&r);
+        if (found)
+            return;
+        usleep(20000);
+    }
+    cr_expect(0, "stderr line not found in the function's logs");
+}
+
+struct worker {
+    int ok, failed;
+};
+
+static void *hammer(void *arg)
+{
+    struct worker *w = arg;
+    for (int i = 0; i < 10; i++) {
+        struct resp r;
+        if (http_call(d.port, "POST", "/fn/conc/", NULL, "x", 1, &r) == 0 && r.status == 200)
+            w->ok++;
+        else
+            w->failed++;
+        resp_free(&r);
+    }
+    return NULL;
+}
+
+Test(invoke, concurrent_calls)
+{
+    deploy("conc", "t_echo.so", NULL);
+    pthread_t th[8];
+    struct worker w[8] = {0};
+    for (int i = 0; i < 8; i++)
+        pthread_create(&th[i], NULL, hammer, &w[i]);
+    int ok = 0, failed = 0;
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        ok += w[i].ok;
+        failed += w[i].failed;
+    }
+    cr_expect_eq(ok, 80, "%d ok, %d failed", ok, failed);
+}
+
+static void expect_error(const char *target, int status, const char *detail_part)
+{
+    struct resp r;
+    int got = call(target, NULL, NULL, &r);
+    cr_expect_eq(got, status, "%s: %d %s", target, got, r.body);
+    if (detail_part)
+        cr_expect(r.body && strstr(r.body, detail_part), "%s: detail '%s' in %s", target,
+                  detail_part, r.body);
+    char *inv = resp_header(&r, "X-Ember-Invocation");
+    cr_expect(inv, "errors carry the invocation id too");
+    free(inv);
+    resp_free(&r);
+}
+
+static void expect_works(const char *target)
+{
+    struct resp r;
+    int got = call(target, NULL, NULL, &r);
+    cr_expect_eq(got, 200, "%s after a failure: %d %s", target, got, r.body);
+    resp_free(&r);
+}
+
+Test(invoke, timeout_then_works)
+{
+    deploy("sleepy", "t_sleep.so", "\"timeout_ms\": 300");
+    expect_error("/fn/sleepy?ms=5000", 504, "timed out");
+    expect_works("/fn/sleepy?ms=1");
+}
+
+Test(invoke, crash_then_works)
+{
+    deploy("crashy", "t_crash.so", NULL);
+    deploy("fine", "t_echo.so", NULL);
+    expect_error("/fn/crashy", 502, "SIGSEGV");
+    expect_works("/fn/fine");
+    expect_error("/fn/crashy", 502, "signal");
+    deploy("aborty", "t_abort.so", NULL);
+    expect_error("/fn/aborty", 502, "SIGABRT");
+    expect_works("/fn/fine");
+}
+
+Test(invoke, oom_then_works)
+{
+    deploy("hungry", "t_oom.so", "\"memory_mb\": 32");
+    deploy("fine2", "t_echo.so", NULL);
+    expect_error("/fn/hungry", 502, "out of memory");
+    expect_works("/fn/fine2");
+    expect_error("/fn/hungry", 502, "out of memory");
+}
+
+Test(invoke, huge_output_then_works)
+{
+    deploy("huge", "t_huge.so", NULL);
+    deploy("fine3", "t_echo.so", NULL);
+    expect_error("/fn/huge", 502, NULL);
+    expect_works("/fn/fine3");
+}
+
+Test(invoke, fork_bomb_stops_at_pids_limit)
+{
+    deploy("bomb", "t_forkbomb.so", "\"timeout_ms\": 20000");
+    struct resp r;
+    cr_assert_eq(call("/fn/bomb", NULL, NULL, &r), 200, "%s", r.body);
+    long forks = strtol(r.body, NULL, 10);
+    cr_expect(forks > 0 && forks < 64, "forks stopped by the pids limit: %s", r.body);
+    resp_free(&r);
+    deploy("fine4", "t_echo.so", NULL);
+    expect_works("/fn/fine4");
+}
+
+Test(invoke, init_failure_is_502)
+{
+    deploy("badinit", "t_init_fail.so", NULL);
+    expect_error("/fn/badinit", 502, NULL);
+}
+
+/* ---- isolation probes ---------------------------------------------------------- */
+
+static char *probe(const char *query)
+{
+    char target[512];
+    snprintf(target, sizeof(target), "/fn/probe?%s", query);
+    struct resp r;
+    cr_assert_eq(call(target, NULL, NULL, &r), 200, "%s: %s", query, r.body);
+    char *out = strdup(r.body);
+    resp_free(&r);
+    return out;
+}
+
+#define EXPECT_DENIED(q)                                                                           \
+    do {                                                                                           \
+        char *o_ = probe(q);                                                                       \
+        cr_expect(strncmp(o_, "denied", 6) == 0, "%s should be denied: %s", q, o_);                \
+        free(o_);                                                                                  \
+    } while (0)
+
+Test(invoke, isolation)
+{
+    deploy("probe", "t_probe.so", NULL);
+    deploy("other", "t_echo.so", NULL);
+
+    /* host files outside the grant */
+    EXPECT_DENIED("check=read_file&path=/etc/shadow");
+    EXPECT_DENIED("check=read_file&path=/root/.bashrc");
+    char q[PATH_MAX + 64];
+    snprintf(q, sizeof(q), "check=ls&path=%s", d.state_dir);
+    EXPECT_DENIED(q);
+    /* the package is there, read-only */
+    char *o = probe("check=read_file&path=/fn/function.json");
+    cr_expect(strncmp(o, "ok", 2) == 0, "%s", o);
+    free(o);
+    EXPECT_DENIED("check=write&path=/fn/x");
+    EXPECT_DENIED("check=write&path=/etc/passwd");
+
+    /* host processes: only the sandbox's own few */
+    o = probe("check=count_procs");
+    long n = strtol(o + 3, NULL, 10);
+    cr_expect(strncmp(o, "ok", 2) == 0 && n >= 1 && n < 5, "%s", o);
+    free(o);
+
+    /* a host TCP listener on 127.0.0.1: our own emberd */
+    snprintf(q, sizeof(q), "check=connect&port=%u", d.port);
+    EXPECT_DENIED(q);
+
+    /* not host uid 0 */
+    o = probe("check=uid");
+    cr_expect(strstr(o, "uid=1000") || strstr(o, "uid="), "%s", o);
+    cr_expect(!strstr(o, "\n         0          0 "), "uid 0 of the host is not mapped: %s", o);
+    free(o);
+
+    EXPECT_DENIED("check=mount");
+    EXPECT_DENIED("check=ptrace");
+    EXPECT_DENIED("check=module");
+    /* another function's package is not visible */
+    EXPECT_DENIED("check=ls&path=/fn/../other");
+    snprintf(q, sizeof(q), "check=ls&path=%s/functions/other", d.state_dir);
+    EXPECT_DENIED(q);
+}
+
+Test(invoke, no_leftovers_after_stop)
+{
+    deploy("left", "t_echo.so", NULL);
+    expect_works("/fn/left");
+    cr_assert_eq(emberd_stop(&d), 0);
+    char what[512];
+    cr_expect(!emberd_leftovers(&d, what, sizeof(what)), "left behind: %s", what);
+}

@@ -1,0 +1,383 @@
+/* test_pool.c - the warm pool against the real emberd and real sandboxes:
+ * stem cells, zygote scale-out, fresh_per_call, keep-alive, min_warm, the
+ * memory budget, and live knob changes through PATCH /v1/pool. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct emberd d;
+
+static void start_with(const char *const *args)
+{
+    const char *why = need_root_and_namespaces();
+    if (why)
+        cr_skip_test("%s", why);
+    memset(&d, 0, sizeof(d));
+    cr_assert_eq(emberd_start(&d, args), 0);
+}
+
+static void start(void)
+{
+    start_with(NULL);
+}
+
+static void stop(void)
+{
+    if (d.pid > 0)
+        cr_expect_eq(emberd_stop(&d), 0, "emberd must drain and exit 0");
+    emberd_cleanup(&d);
+}
+
+TestSuite(pool, .init = start, .fini = stop, .timeout = 120);
+
+static void deploy(const char *name, const char *so, const char *extra)
+{
+    char manifest[1024];
+    snprintf(manifest, sizeof(manifest), "{\"runtime\": \"native\", \"handler\": \"%s\"%s%s}",
+             so, extra ? ", " : "", extra ? extra : "");
+    char rel[256];
+    snprintf(rel, sizeof(rel), "tests/functions/%s", so);
+    struct resp r;
+    int status = deploy_native(d.port, name, manifest, rel, so, &r);
+    cr_assert(status == 201 || status == 200, "deploy %s: %d %s", name, status, r.body);
+    resp_free(&r);
+}
+
+static int patch(const char *json, struct resp *r)
+{
+    cr_assert_eq(http_call(d.port, "PATCH", "/v1/pool", NULL, json, strlen(json), r), 0);
+    return r->status;
+}
+
+static void patch_ok(const char *json)
+{
+    struct resp r;
+    cr_assert_eq(patch(json, &r), 200, "PATCH %s: %s", json, r.body);
+    resp_free(&r);
+}
+
+static json_t *get_json(const char *target)
+{
+    struct resp r;
+    cr_assert_eq(http_call(d.port, "GET", target, NULL, NULL, 0, &r), 0);
+    cr_assert_eq(r.status, 200, "%s: %s", target, r.body);
+    json_t *j = json_loads(r.body, 0, NULL);
+    cr_assert(j, "%s is JSON", target);
+    resp_free(&r);
+    return j;
+}
+
+static char *acquire_of(const struct resp *r)
+{
+    char *st = resp_header(r, "Server-Timing");
+    cr_assert(st);
+    char *p = strstr(st, "desc=\"");
+    cr_assert(p, "%s", st);
+    p += 6;
+    char *kind = strndup(p, strcspn(p, "\""));
+    free(st);
+    return kind;
+}
+
+static json_int_t instances(const char *name, const char *state)
+{
+    char target[128];
+    snprintf(target, sizeof(target), "/v1/functions/%s", name);
+    json_t *j = get_json(target);
+    json_int_t n = json_integer_value(
+        json_object_get(json_object_get(json_object_get(j, "stats"), "instances"), state));
+    json_decref(j);
+    return n;
+}
+
+static void wait_stems_ready(int want)
+{
+    for (int i = 0; i < 400; i++) {
+        json_t *j = get_json("/v1/pool");
+        json_int_t ready = json_integer_value(json_object_get(
+            json_object_get(json_object_get(json_object_get(j, "state"), "backends"),
+                            "container"),
+            "stem_cells_ready"));
+        json_decref(j);
+        if (ready >= want)
+            return;
+        usleep(10000);
+    }
+    cr_assert_fail("stem cells never became ready");
+}
+
+Test(pool, cold_call_uses_a_stem_cell)
+{
+    patch_ok("{\"stem_cells\": 2}");
+    wait_stems_ready(2);
+    deploy("stemmy", "t_echo.so", NULL);
+    struct resp r;
+    cr_assert_eq(http_call(d.port, "GET", "/fn/stemmy", NULL, NULL, 0, &r), 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    char *kind = acquire_of(&r);
+    cr_expect_str_eq(kind, "stem");
+    free(kind);
+    resp_free(&r);
+    /* the pool refills in the background */
+    wait_stems_ready(2);
+}
+
+Test(pool, cold_call_without_stem_cells)
+{
+    patch_ok("{\"stem_cells\": 0}");
+    deploy("frozen", "t_echo.so", NULL);
+    struct resp r;
+    cr_assert_eq(http_call(d.port, "GET", "/fn/frozen", NULL, NULL, 0, &r), 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    char *kind = acquire_of(&r);
+    cr_expect_str_eq(kind, "cold");
+    free(kind);
+    resp_free(&r);
+}
+
+struct slow_call {
+    char kind[32];
+    int status;
+};
+
+static void *slow(void *arg)
+{
+    struct slow_call *c = arg;
+    struct resp r;
+    if (http_call(d.port, "GET", "/fn/slow?ms=400", NULL, NULL, 0, &r) == 0) {
+        c->status = r.status;
+        char *k = r.status == 200 ? acquire_of(&r) : strdup("error");
+        snprintf(c->kind, sizeof(c->kind), "%s", k);
+        free(k);
+    }
+    resp_free(&r);
+    return NULL;
+}
+
+Test(pool, scale_out_forks_from_the_zygote)
+{
+    deploy("slow", "t_sleep.so", NULL);
+    struct resp r;
+    cr_assert_eq(http_call(d.port, "GET", "/fn/slow?ms=1", NULL, NULL, 0, &r), 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    resp_free(&r);
+
+    pthread_t th[3];
+    struct slow_call calls[3] = {0};
+    for (int i = 0; i < 3; i++)
+        pthread_create(&th[i], NULL, slow, &calls[i]);
+    int zygote = 0;
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        cr_expect_eq(calls[i].status, 200);
+        if (strcmp(calls[i].kind, "zygote") == 0)
+            zygote++;
+    }
+    cr_expect_geq(zygote, 2, "concurrent calls past the warm instance fork from the zygote");
+}
+
+Test(pool, fresh_per_call_keeps_no_state)
+{
+    deploy("fresh", "t_counter.so", "\"fresh_per_call\": true");
+    for (int i = 0; i < 5; i++) {
+        struct resp r;
+        cr_assert_eq(http_call(d.port, "GET", "/fn/fresh", NULL, NULL, 0, &r), 0);
+        cr_assert_eq(r.status, 200, "%s", r.body);
+        cr_expect_eq(atoi(r.body), 1, "call %d saw count %s", i, r.body);
+        resp_free(&r);
+    }
+    /* and without it, state survives in the warm instance */
+    deploy("sticky", "t_counter.so", NULL);
+    int last = 0;
+    for (int i = 0; i < 3; i++) {
+        struct resp r;
+        cr_assert_eq(http_call(d.port, "GET", "/fn/sticky", NULL, NULL, 0, &r), 0);
+        last = atoi(r.body);
+        resp_free(&r);
+    }
+    cr_expect_eq(last, 3);
+}
+
+Test(pool, keepalive_expiry_and_min_warm)
+{
+    patch_ok("{\"keepalive_ms\": 200}");
+    deploy("brief", "t_echo.so", NULL);
+    struct resp r;
+    cr_assert_eq(http_call(d.port, "GET", "/fn/brief", NULL, NULL, 0, &r), 0);
+    resp_free(&r);
+    cr_expect_eq(instances("brief", "idle"), 1);
+    usleep(600000);
+    cr_expect_eq(instances("brief", "idle"), 0, "idle instance destroyed after keep-alive");
+
+    deploy("kept", "t_echo.so", NULL);
+    patch_ok("{\"functions\": {\"kept\": {\"min_warm\": 2}}}");
+    json_int_t idle = 0;
+    for (int i = 0; i < 200 && idle < 2; i++) {
+        usleep(20000);
+        idle = instances("kept", "idle");
+    }
+    cr_expect_eq(idle, 2, "min_warm provisions instances without calls");
+    usleep(600000);
+    cr_expect_eq(instances("kept", "idle"), 2, "min_warm instances survive keep-alive");
+}
+
+static void *hold(void *arg)
+{
+    (void)arg;
+    struct resp r;
+    http_call(d.port, "GET", "/fn/holder?ms=1500", NULL, NULL, 0, &r);
+    resp_free(&r);
+    return NULL;
+}
+
+static json_int_t metric(const char *name)
+{
+    struct resp r;
+    cr_assert_eq(http_call(d.port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
+    char *p = strstr(r.body, name);
+    json_int_t v = -1;
+    while (p) {
+        if ((p == r.body || p[-1] == '\n') && p[strlen(name)] == ' ') {
+            v = strtoll(p + strlen(name) + 1, NULL, 10);
+            break;
+        }
+        p = strstr(p + 1, name);
+    }
+    resp_free(&r);
+    return v;
+}
+
+Test(pool, memory_budget_evicts_then_refuses)
+{
+    /* 100 MiB: one function's zygote and instance at 48 MiB each fit, two do
+     * not. Set from the start (--config) so the peak covers the whole run. */
+    emberd_stop(&d);
+    emberd_cleanup(&d);
+    char cfg[256];
+    snprintf(cfg, sizeof(cfg), "/tmp/ember-mem-%d.json", getpid());
+    FILE *f = fopen(cfg, "w");
+    fputs("{\"stem_cells\": 0, \"memory_budget_mb\": 100, \"queue_timeout_ms\": 300}", f);
+    fclose(f);
+    const char *args[] = {"--config", cfg, NULL};
+    start_with(args);
+    unlink(cfg);
+    deploy("mem-a", "t_echo.so", "\"memory_mb\": 48");
+    deploy("mem-b", "t_echo.so", "\"memory_mb\": 48");
+    deploy("holder", "t_sleep.so", "\"memory_mb\": 48");
+    struct resp r;
+    cr_assert_eq(http_call(d.port, "GET", "/fn/mem-a", NULL, NULL, 0, &r), 0);
+    cr_expect_eq(r.status, 200, "%s", r.body);
+    resp_free(&r);
+    /* b needs a's memory: a's idle instance and zygote are evicted */
+    cr_assert_eq(http_call(d.port, "GET", "/fn/mem-b", NULL, NULL, 0, &r), 0);
+    cr_expect_eq(r.status, 200, "%s", r.body);
+    resp_free(&r);
+    cr_expect_eq(instances("mem-a", "idle"), 0, "a was evicted");
+    cr_expect_geq(metric("ember_pool_evictions_total"), 1);
+
+    /* a busy instance cannot be evicted: the next function waits, then 429 */
+    pthread_t th;
+    pthread_create(&th, NULL, hold, NULL);
+    usleep(500000);
+    cr_assert_eq(http_call(d.port, "GET", "/fn/mem-a", NULL, NULL, 0, &r), 0);
+    cr_expect_eq(r.status, 429, "%s", r.body);
+    char *ra = resp_header(&r, "Retry-After");
+    cr_expect(ra != NULL, "429 carries Retry-After");
+    free(ra);
+    resp_free(&r);
+    pthread_join(th, NULL);
+
+    json_int_t peak = metric("ember_pool_memory_peak_bytes");
+    cr_expect(peak > 0 && peak <= 100ll << 20, "peak %lld within the budget", (long long)peak);
+}
+
+Test(pool, patch_validates_and_applies)
+{
+    const char *bad[] = {
+        "{\"stem_cells\": -1}",        "{\"stem_cells\": \"x\"}",
+        "{\"stem_cells\": {\"nope\": 1}}", "{\"keepalive_ms\": -5}",
+        "{\"min_warm\": 2000}",        "{\"max_instances\": 0}",
+        "{\"max_calls_per_instance\": 1.5}", "{\"queue_length\": -1}",
+        "{\"queue_timeout_ms\": true}", "{\"memory_budget_mb\": 1}",
+        "{\"bogus\": 1}",              "[1]",
+        "{\"functions\": {\"Bad_Name\": {}}}", "{\"functions\": {\"ok\": {\"memory_budget_mb\": 5}}}",
+    };
+    const char *named[] = {"stem_cells", "stem_cells", "nope", "keepalive_ms", "min_warm",
+                           "max_instances", "max_calls_per_instance", "queue_length",
+                           "queue_timeout_ms", "memory_budget_mb", "bogus", "object",
+                           "Bad_Name", "memory_budget_mb"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct resp r;
+        cr_expect_eq(patch(bad[i], &r), 400, "%s -> %d", bad[i], r.status);
+        cr_expect(strstr(r.body, named[i]), "%s: message names %s: %s", bad[i], named[i],
+                  r.body);
+        resp_free(&r);
+    }
+    patch_ok("{\"stem_cells\": 3, \"keepalive_ms\": 1234, \"min_warm\": 0, "
+             "\"max_instances\": 7, \"max_calls_per_instance\": 100, \"queue_length\": 9, "
+             "\"queue_timeout_ms\": 999, \"memory_budget_mb\": 4096}");
+    json_t *j = get_json("/v1/pool");
+    cr_expect_eq(json_integer_value(json_object_get(j, "keepalive_ms")), 1234);
+    cr_expect_eq(json_integer_value(json_object_get(j, "max_instances")), 7);
+    cr_expect_eq(json_integer_value(json_object_get(j, "max_calls_per_instance")), 100);
+    cr_expect_eq(json_integer_value(json_object_get(j, "queue_length")), 9);
+    cr_expect_eq(json_integer_value(json_object_get(j, "queue_timeout_ms")), 999);
+    cr_expect_eq(json_integer_value(json_object_get(j, "memory_budget_mb")), 4096);
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(j, "stem_cells"), "container")), 3);
+    json_decref(j);
+    wait_stems_ready(3);
+}
+
+Test(pool, max_calls_per_instance_recycles)
+{
+    patch_ok("{\"max_calls_per_instance\": 2}");
+    deploy("recycled", "t_counter.so", NULL);
+    int counts[4];
+    for (int i = 0; i < 4; i++) {
+        struct resp r;
+        cr_assert_eq(http_call(d.port, "GET", "/fn/recycled", NULL, NULL, 0, &r), 0);
+        counts[i] = atoi(r.body);
+        resp_free(&r);
+    }
+    cr_expect(counts[0] == 1 && counts[1] == 2 && counts[2] == 1 && counts[3] == 2,
+              "counts %d %d %d %d", counts[0], counts[1], counts[2], counts[3]);
+}
+
+Test(pool, config_file_sets_knobs)
+{
+    emberd_stop(&d);
+    emberd_cleanup(&d);
+    char cfg[256];
+    snprintf(cfg, sizeof(cfg), "/tmp/ember-cfg-%d.json", getpid());
+    FILE *f = fopen(cfg, "w");
+    fputs("{\"keepalive_ms\": 4321, \"stem_cells\": {\"container\": 1}}", f);
+    fclose(f);
+    const char *args[] = {"--config", cfg, NULL};
+    start_with(args);
+    json_t *j = get_json("/v1/pool");
+    cr_expect_eq(json_integer_value(json_object_get(j, "keepalive_ms")), 4321);
+    json_decref(j);
+    unlink(cfg);
+}
+
+Test(pool, metrics_count_acquire_kinds)
+{
+    deploy("counted", "t_echo.so", NULL);
+    for (int i = 0; i < 3; i++) {
+        struct resp r;
+        http_call(d.port, "GET", "/fn/counted", NULL, NULL, 0, &r);
+        resp_free(&r);
+    }
+    struct resp r;
+    cr_assert_eq(http_call(d.port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
+    cr_expect(strstr(r.body, "ember_acquires_total{function=\"counted\",kind=\"warm\"} 2"),
+              "%s", r.body);
+    cr_expect(strstr(r.body, "ember_run_seconds_bucket{function=\"counted\",le=\"+Inf\"} 3"));
+    resp_free(&r);
+}
