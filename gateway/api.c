@@ -669,16 +669,37 @@ static void on_invoke_result(const struct pool_result *res, void *data)
     api_req_free(ar);
 }
 
-/* Convert the HTTP request's headers into the call's, dropping hop-by-hop. */
+#define REMOTE_ADDR_HEADER "X-Ember-Remote-Addr"
+
+/*
+ * Convert the HTTP request's headers into the call's, dropping hop-by-hop
+ * ones and any client-sent X-Ember-Remote-Addr; ours (the peer's address,
+ * REMOTE_ADDR for exec functions) is added last.
+ */
 static int build_call_headers(struct api_req *ar)
 {
     struct http_request *req = ar->req;
-    ar->hdrs = calloc(req->n_headers ? req->n_headers : 1, sizeof(*ar->hdrs));
+    ar->hdrs = calloc(req->n_headers + 1, sizeof(*ar->hdrs));
     if (!ar->hdrs)
         return -ENOMEM;
+    size_t plen = strcspn(req->peer, " ");
+    const char *colon = memrchr(req->peer, ':', plen);
+    if (colon)
+        plen = (size_t)(colon - req->peer);
+    if (plen > 2 && req->peer[0] == '[') /* [::1]:port */
+        ar->hdrs[ar->n_hdrs++] = (struct sandbox_header){REMOTE_ADDR_HEADER,
+                                                          sizeof(REMOTE_ADDR_HEADER) - 1,
+                                                          req->peer + 1, plen - 2};
+    else if (plen > 0)
+        ar->hdrs[ar->n_hdrs++] = (struct sandbox_header){REMOTE_ADDR_HEADER,
+                                                          sizeof(REMOTE_ADDR_HEADER) - 1,
+                                                          req->peer, plen};
     for (size_t i = 0; i < req->n_headers; i++) {
         const struct http_header *h = &req->headers[i];
         if (hop_by_hop(h->name, h->name_len))
+            continue;
+        if (h->name_len == sizeof(REMOTE_ADDR_HEADER) - 1 &&
+            strncasecmp(h->name, REMOTE_ADDR_HEADER, h->name_len) == 0)
             continue;
         ar->hdrs[ar->n_hdrs++] =
             (struct sandbox_header){h->name, h->name_len, h->value, h->value_len};

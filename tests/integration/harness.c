@@ -19,6 +19,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,18 +36,26 @@ const char *build_path(const char *rel, char buf[PATH_MAX])
 
 void *read_file(const char *path, size_t *len)
 {
+    /* Read to EOF: /proc files report a size of 0. */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return NULL;
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        close(fd);
-        return NULL;
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (buf && got < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+    size_t cap = 4096, got = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        if (got == cap) {
+            char *b = realloc(buf, cap * 2 + 1);
+            if (!b) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = b;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, buf + got, cap - got);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0)
             break;
         got += (size_t)n;
@@ -78,7 +87,9 @@ int emberd_start(struct emberd *d, const char *const *extra_args)
             return -1;
         d->own_state = true;
     }
-    snprintf(d->log_path, sizeof(d->log_path), "%s.log", d->state_dir);
+    if ((size_t)snprintf(d->log_path, sizeof(d->log_path), "%.*s.log", PATH_MAX - 8,
+                         d->state_dir) >= sizeof(d->log_path))
+        return -1;
     /* Orphans of emberd's sandboxes come to us, so emberd_leftovers sees them. */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
 
@@ -503,20 +514,24 @@ const char *need_kvm(void)
     return NULL;
 }
 
-bool emberd_leftovers(const struct emberd *d, char *what, size_t len)
+/* A process of ours (re-parented to this subreaper) still alive? Reaps the
+ * dead ones on the way. */
+static bool orphan_alive(char *what, size_t len)
 {
-    what[0] = '\0';
-    /* processes re-parented to us (we are a child subreaper) */
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
     DIR *proc = opendir("/proc");
     struct dirent *de;
     while (proc && (de = readdir(proc))) {
         if (de->d_name[0] < '0' || de->d_name[0] > '9')
             continue;
         char path[64];
-        snprintf(path, sizeof(path), "/proc/%s/status", de->d_name);
+        snprintf(path, sizeof(path), "/proc/%.32s/status", de->d_name);
         char *st = read_file(path, NULL);
         const char *pp = st ? strstr(st, "\nPPid:") : NULL;
-        if (pp && atoi(pp + 6) == getpid()) {
+        const char *state = st ? strstr(st, "\nState:") : NULL;
+        bool dying = state && (strstr(state, "Z (") == state + 8 || strstr(state, "X (") == state + 8);
+        if (pp && atoi(pp + 6) == getpid() && !dying) {
             const char *name = strstr(st, "Name:");
             snprintf(what, len, "process %s (%.*s)", de->d_name,
                      name ? (int)strcspn(name + 6, "\n") : 0, name ? name + 6 : "");
@@ -528,6 +543,19 @@ bool emberd_leftovers(const struct emberd *d, char *what, size_t len)
     }
     if (proc)
         closedir(proc);
+    return false;
+}
+
+bool emberd_leftovers(const struct emberd *d, char *what, size_t len)
+{
+    what[0] = '\0';
+    /* Processes killed with their zygote may take a moment to be reaped. */
+    bool alive = true;
+    for (int i = 0; i < 100 && (alive = orphan_alive(what, len)); i++)
+        usleep(20000);
+    if (alive)
+        return true;
+    struct dirent *de;
     /* mounts under the state directory */
     char *mi = read_file("/proc/self/mountinfo", NULL);
     if (mi && d->state_dir[0] && strstr(mi, d->state_dir)) {

@@ -156,7 +156,7 @@ Test(api, deploy_list_get_redeploy_delete)
 Test(api, bad_names_and_paths)
 {
     const char *bad[] = {"/v1/functions/Upper", "/v1/functions/-dash",
-                         "/v1/functions/a_b", "/fn/x%2Fy",
+                         "/v1/functions/a_b", "/fn/x%20y",
                          "/v1/functions/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct resp r;
