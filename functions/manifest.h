@@ -43,6 +43,17 @@ enum manifest_network {
 #define MANIFEST_ENV_VALUE_MAX 4096
 #define MANIFEST_FILE_MAX (64 * 1024)     /* bytes of function.json */
 
+/*
+ * The mark of a microVM guest image built by the ember SDK: an ELF note in a
+ * section named EMBER_GUEST_NOTE_SECTION, with owner (n_name)
+ * EMBER_GUEST_NOTE_OWNER and type EMBER_GUEST_NOTE_TYPE ("EMBR"). The SDK
+ * emits it; manifest_check_handler requires it for "sandbox": "microvm" (in
+ * that section, or in a PT_NOTE segment if the section headers were stripped).
+ */
+#define EMBER_GUEST_NOTE_SECTION ".note.ember"
+#define EMBER_GUEST_NOTE_OWNER "ember"
+#define EMBER_GUEST_NOTE_TYPE 0x454d4252u
+
 struct manifest_env {
     char *key;   /* [A-Za-z_][A-Za-z0-9_]*, not starting with EMBER_ */
     char *value;

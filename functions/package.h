@@ -9,6 +9,7 @@
 #define PACKAGE_MAX_ENTRIES_DEFAULT 10000
 #define PACKAGE_MAX_UNPACKED_DEFAULT (256ull << 20)   /* all files together */
 #define PACKAGE_MAX_FILE_DEFAULT (256ull << 20)       /* one file */
+#define PACKAGE_MAX_DEPTH 64 /* directories an entry may be nested in (fixed) */
 
 struct package_limits {
     uint64_t max_entries;
@@ -34,6 +35,16 @@ struct package_info {
  * cap), one file over max_file_bytes, a package without function.json.
  * Written files are fsynced; the caller fsyncs directories (see store.c).
  * On failure the caller removes @dest_dirfd's contents.
+ *
+ * Also refused: sticky bits, duplicate entries (after "./x" -> "x"
+ * normalisation), entries nested deeper than PACKAGE_MAX_DEPTH, any entry
+ * whose path goes through a symlink or a file, and symlink targets with ".."
+ * after a name ("a/../.."), since "a" may itself be a symlink and lexical
+ * resolution cannot tell where such a chain ends. File modes become 0755 if
+ * the owner could execute, else 0644; directories 0755. @lim NULL means the
+ * defaults; @info (may be NULL) is filled on success. On failure this
+ * function empties @dest_dirfd itself as well, so the caller's removal finds
+ * nothing left.
  */
 int package_unpack(const char *archive_path, int dest_dirfd, const struct package_limits *lim,
                    struct package_info *info, struct ember_error *err);

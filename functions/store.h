@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <limits.h>
 
+#include <jansson.h>
+
 #include "common/error.h"
 #include "functions/manifest.h"
 #include "functions/package.h"
@@ -48,6 +50,9 @@ bool store_name_valid(const char *name, size_t len);
 /**
  * Open (creating if needed) the store under @state_dir; remove leftovers of
  * interrupted uploads and deletes; load every function. Blocking.
+ * Functions found damaged or half-made on disk are removed and logged, not
+ * fatal; an I/O error while loading is (nothing is removed then). -EBUSY if
+ * another store holds @state_dir (an flock on @state_dir/lock).
  */
 int store_open(const char *state_dir, const struct package_limits *lim, struct store **out,
                struct ember_error *err);
@@ -56,7 +61,12 @@ void store_close(struct store *s);
 
 /** Start an upload: a temporary file in the state directory. Blocking (open). */
 int store_upload_begin(struct store *s, struct store_upload **out, struct ember_error *err);
-/** Append bytes (hashes them on the way). Blocking (write). */
+/**
+ * Append bytes (hashes them on the way). -EFBIG once the upload is larger than
+ * the package limits allow for any archive (max_unpacked_bytes plus 16 KiB of
+ * headers per entry plus 1 MiB); after any failure the upload is spoiled and
+ * only store_upload_abort or a failing store_upload_commit remain. Blocking (write).
+ */
 int store_upload_write(struct store_upload *up, const void *data, size_t len,
                        struct ember_error *err);
 /**
@@ -66,6 +76,8 @@ int store_upload_write(struct store_upload *up, const void *data, size_t len,
  * *created = false, *unchanged = true. On success *out is a new reference to
  * the published record (store_record_unref it). Always frees @up.
  * -EINVAL with a message for a bad package or manifest. Blocking.
+ * Redeploying the version before the current one switches back to it as it
+ * is on disk, with its original record (created, sizes).
  */
 int store_upload_commit(struct store_upload *up, const char *name,
                         struct function_record **out, bool *created, bool *unchanged,
@@ -75,7 +87,7 @@ void store_upload_abort(struct store_upload *up);
 
 /**
  * Delete @name atomically (one rename out of the live tree, then removal).
- * -ENOENT if absent. Blocking.
+ * -ENOENT if absent, -EINVAL if @name is not a valid name. Blocking.
  */
 int store_function_delete(struct store *s, const char *name, struct ember_error *err);
 
@@ -88,8 +100,19 @@ struct function_record *store_function_get(struct store *s, const char *name);
  */
 int store_function_list(struct store *s, struct function_record ***out, size_t *n);
 
+/** Take one more reference to @r. Thread-safe. */
 void store_record_ref(struct function_record *r);
+/** Drop a reference; the last one frees @r. NULL is ignored. Thread-safe. */
 void store_record_unref(struct function_record *r);
+
+/**
+ * The record as the API shows it: a new jansson object (caller json_decref's
+ * it) with name, version, runtime, handler, sandbox, memory_mb, timeout_ms,
+ * concurrency, network, fresh_per_call, env_keys (sorted array of names; env
+ * values are never shown), created (RFC 3339 UTC, ms precision), created_ms,
+ * package_size and unpacked_size. NULL on allocation failure. Non-blocking.
+ */
+json_t *store_record_json(const struct function_record *r);
 
 /** Number of functions (for metrics). */
 size_t store_function_count(struct store *s);
