@@ -1,1 +1,1992 @@
-/* gateway/http.c: being written */
+/* http.c - ember's HTTP/1.1 server: libuv for I/O, llhttp for parsing.
+ *
+ * Shape of a connection
+ *   One uv_tcp_t, one llhttp parser, and - only while it holds bytes that are
+ *   not consumed yet - one read buffer from a server-wide pool. A keep-alive
+ *   connection that is idle holds no buffer and no request.
+ *
+ * One request at a time
+ *   The parser pauses (HPE_PAUSED from our callbacks) after the request head
+ *   when a body follows, and after every complete message. Bytes behind the
+ *   pause stay in the read buffer; nothing more is parsed until the handler
+ *   asks for the body or the response has been written. That is what answers
+ *   pipelined requests in order.
+ *
+ * Where request bytes live
+ *   llhttp reports the head as spans of the read buffer. We record them as
+ *   offsets from the start of the head (the buffer may be compacted between
+ *   reads), keep the head's bytes until it is complete, and then copy the head
+ *   once into the request's arena: a pooled 4 KiB block that also holds the
+ *   request object and the response head, released when the response has been
+ *   written. A buffered body is copied once, from the read buffer into its own
+ *   allocation (sized by Content-Length when known).
+ *
+ * Re-entrancy
+ *   Handler callbacks run only from the connection's dispatch loop or from
+ *   libuv callbacks, never from inside an http_* call the handler made: calls
+ *   made outside dispatch (from a timer, the pool, ...) only change state and
+ *   queue the connection on a server-wide idle handle ("kick").
+ *
+ * Timeouts
+ *   Each timeout kind has a fixed duration, so deadlines in a per-kind FIFO
+ *   list are sorted by construction (h2o's timeout lists): arming and
+ *   disarming is O(1) and one uv_timer per server serves every connection.
+ */
+#include "gateway/http.h"
+
+#include "common/cleanup.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <llhttp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <arpa/inet.h>
+
+#define REQ_BLOCK_SIZE 4096u          /* request object + first arena chunk */
+#define ARENA_CHUNK_MIN 4096u
+#define POOL_MAX_REQS 256u            /* free request blocks kept per server */
+#define POOL_MAX_RBUFS 64u            /* free read buffers kept per server */
+#define RBUF_MIN (16u << 10)
+#define RBUF_SLACK (4u << 10)         /* read buffer = header limit + slack */
+#define HEADER_BYTES_MIN 256u
+#define HEADER_BYTES_MAX (1u << 20)
+#define DISCARD_MAX (64u << 10)       /* unread body we swallow to keep alive */
+#define SMALL_BODY 2048u              /* buffered bodies this small use the arena */
+#define CHUNKED_BODY_START (16u << 10)
+#define LINGER_MS 2000u               /* write + drain budget when closing */
+#define LISTEN_BACKLOG 511
+
+#define container_of(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* ---- intrusive lists ---------------------------------------------------- */
+
+struct link {
+    struct link *prev, *next;
+};
+
+static inline void link_init(struct link *l)
+{
+    l->prev = l->next = l;
+}
+
+/** A node is linked when it is not pointing at itself; a head when non-empty. */
+static inline bool link_linked(const struct link *l)
+{
+    return l->next != l;
+}
+
+static inline void link_append(struct link *head, struct link *n)
+{
+    n->prev = head->prev;
+    n->next = head;
+    head->prev->next = n;
+    head->prev = n;
+}
+
+static inline void link_remove(struct link *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    link_init(n);
+}
+
+/* ---- types -------------------------------------------------------------- */
+
+/* Offsets of the head's pieces, relative to the start of the head. */
+struct span {
+    uint32_t off, len;
+};
+
+struct head_spans {
+    struct span method, url;
+    struct span name[HTTP_MAX_HEADERS], value[HTTP_MAX_HEADERS];
+    uint32_t n_headers;
+    bool in_header;
+};
+
+/* A pooled read buffer; spans live here because only a connection that is
+ * in the middle of a head (and so holds a buffer) needs them. */
+struct rbuf {
+    struct rbuf *next_free;
+    struct head_spans spans;
+    char data[];
+};
+
+struct arena_chunk {
+    struct arena_chunk *next;
+    char data[];
+};
+
+enum tmo { TMO_HEADER, TMO_BODY, TMO_KEEPALIVE, TMO_LINGER, TMO_N, TMO_NONE = TMO_N };
+
+enum conn_state {
+    C_HEAD,    /* waiting for / parsing a request head */
+    C_REQUEST, /* the handler has the request; body read on demand */
+    C_WRITING, /* response queued with uv_write */
+    C_DONE,    /* response written; release the request, then next */
+    C_DISCARD, /* response written; swallowing an unread small body */
+    C_CLOSING, /* final write + shutdown + drain, or uv_close under way */
+};
+
+struct conn;
+
+struct request {
+    struct http_request pub;
+    struct request *next_free;
+    struct conn *conn; /* NULL once aborted: the response only frees */
+    struct http_server *server;
+    /* arena */
+    char *cur, *end;
+    struct arena_chunk *chunks;
+    /* body */
+    uint8_t *body_buf;
+    size_t body_cap;
+    uint64_t body_max;
+    enum http_body_mode mode;
+    bool body_heap;
+    bool body_requested;
+    bool body_end_sent;
+    bool paused;
+    bool is_head;
+    bool expect_continue;
+    bool continue_sent;
+    bool delivered; /* on_request was called */
+    bool responded;
+    bool writing; /* wreq pending */
+    /* response */
+    void *free_after; /* owned body or copied remainder */
+    uv_write_t wreq;
+};
+
+struct conn {
+    uv_tcp_t tcp; /* first: libuv hands us &tcp */
+    struct http_server *server;
+    struct link link;      /* server->conns */
+    struct link kick_link; /* server->kicks */
+    struct link tmo_link;  /* server->tmo[tmo] */
+    uint64_t deadline;
+    enum tmo tmo;
+    enum conn_state state;
+    llhttp_t parser;
+    struct rbuf *rb;
+    uint32_t rlen;       /* valid bytes in rb */
+    uint32_t rpos;       /* bytes given to the parser */
+    uint32_t head_start; /* where the current head begins (C_HEAD) */
+    struct request *req;
+    int err_status;
+    const char *err_detail;
+    uint32_t trailer_bytes;
+    bool head_started; /* a byte of this head arrived (header timeout runs) */
+    bool msg_complete;
+    bool in_dispatch;
+    bool reading;
+    bool peer_eof;
+    bool must_close;
+    bool failed;
+    bool linger;
+    bool lingering;
+    bool closing; /* uv_close called */
+    bool rejected;
+    uv_shutdown_t sreq;
+    uv_write_t cont_req;
+    char peer[64];
+};
+
+struct http_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    uv_timer_t timer;
+    uv_idle_t kick;
+    struct http_limits limits;
+    struct http_handler handler;
+    llhttp_settings_t settings;
+    struct http_stats stats;
+    struct link conns;
+    struct link kicks;
+    struct link tmo[TMO_N];
+    uint64_t timer_due;
+    bool timer_armed;
+    bool draining;
+    bool finishing;
+    uint16_t port;
+    uint32_t rbuf_cap;
+    uint32_t n_handles;     /* connection handles not yet closed */
+    uint32_t live_requests; /* requests not yet freed */
+    int open_aux;           /* listener, timer, kick */
+    void (*done)(void *data);
+    void *done_data;
+    time_t date_sec;
+    char date[32];
+    struct rbuf *free_rbufs;
+    uint32_t n_free_rbufs;
+    struct request *free_reqs;
+    uint32_t n_free_reqs;
+};
+
+static void conn_dispatch(struct conn *c);
+static void conn_close_now(struct conn *c);
+static int conn_read_start(struct conn *c);
+static void on_kick(uv_idle_t *h);
+static void on_timer(uv_timer_t *t);
+static void server_maybe_finish(struct http_server *s);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+void http_limits_default(struct http_limits *l)
+{
+    l->header_bytes = HTTP_HEADER_BYTES_DEFAULT;
+    l->header_timeout_ms = HTTP_HEADER_TIMEOUT_MS_DEFAULT;
+    l->body_timeout_ms = HTTP_BODY_TIMEOUT_MS_DEFAULT;
+    l->keepalive_timeout_ms = HTTP_KEEPALIVE_TIMEOUT_MS_DEFAULT;
+    l->max_connections = HTTP_MAX_CONNECTIONS_DEFAULT;
+}
+
+const char *http_status_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 205: return "Reset Content";
+    case 206: return "Partial Content";
+    case 300: return "Multiple Choices";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 425: return "Too Early";
+    case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/* "bad request" for 400: the "error" member of the JSON errors we generate. */
+static const char *status_error_name(int status, char *buf, size_t size)
+{
+    const char *r = http_status_reason(status);
+    size_t i = 0;
+    for (; r[i] && i + 1 < size; i++)
+        buf[i] = (r[i] >= 'A' && r[i] <= 'Z') ? (char)(r[i] - 'A' + 'a') : r[i];
+    buf[i] = '\0';
+    return buf;
+}
+
+/* Date header value, formatted once per second; C-locale names on purpose. */
+static const char *server_date(struct http_server *s)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t now = time(NULL);
+    if (now != s->date_sec || !s->date[0]) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        /* "Sun, 06 Nov 1994 08:49:37 GMT" (IMF-fixdate), 29 bytes */
+        char *d = s->date;
+        unsigned year = (unsigned)(tm.tm_year + 1900) % 10000;
+        memcpy(d, days[tm.tm_wday % 7], 3);
+        d[3] = ',';
+        d[4] = ' ';
+        d[5] = (char)('0' + tm.tm_mday / 10 % 10);
+        d[6] = (char)('0' + tm.tm_mday % 10);
+        d[7] = ' ';
+        memcpy(d + 8, months[tm.tm_mon % 12], 3);
+        d[11] = ' ';
+        d[12] = (char)('0' + year / 1000);
+        d[13] = (char)('0' + year / 100 % 10);
+        d[14] = (char)('0' + year / 10 % 10);
+        d[15] = (char)('0' + year % 10);
+        d[16] = ' ';
+        d[17] = (char)('0' + tm.tm_hour / 10 % 10);
+        d[18] = (char)('0' + tm.tm_hour % 10);
+        d[19] = ':';
+        d[20] = (char)('0' + tm.tm_min / 10 % 10);
+        d[21] = (char)('0' + tm.tm_min % 10);
+        d[22] = ':';
+        d[23] = (char)('0' + tm.tm_sec / 10 % 10);
+        d[24] = (char)('0' + tm.tm_sec % 10);
+        memcpy(d + 25, " GMT", 5);
+        s->date_sec = now;
+    }
+    return s->date;
+}
+
+static inline char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+#define PUT_LIT(p, lit) put((p), (lit), sizeof(lit) - 1)
+
+static char *put_u64(char *p, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+static inline size_t str_len(const char *s, size_t len)
+{
+    return (len || !s) ? len : strlen(s);
+}
+
+static bool name_is(const char *name, size_t len, const char *lit, size_t lit_len)
+{
+    return len == lit_len && strncasecmp(name, lit, len) == 0;
+}
+
+#define NAME_IS(n, l, lit) name_is((n), (l), (lit), sizeof(lit) - 1)
+
+/* RFC 9110 tchar */
+static bool is_tchar(unsigned char ch)
+{
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+        return true;
+    return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* A handler header we may put on the wire: token name, no CR/LF/NUL in the
+ * value (response splitting), and none of the ones the server owns. */
+static bool header_usable(const struct http_header *h, size_t nl, size_t vl)
+{
+    if (!h->name || nl == 0 || (vl && !h->value))
+        return false;
+    for (size_t i = 0; i < nl; i++)
+        if (!is_tchar((unsigned char)h->name[i]))
+            return false;
+    for (size_t i = 0; i < vl; i++)
+        if (h->value[i] == '\r' || h->value[i] == '\n' || h->value[i] == '\0')
+            return false;
+    if (NAME_IS(h->name, nl, "content-length") || NAME_IS(h->name, nl, "transfer-encoding") ||
+        NAME_IS(h->name, nl, "connection") || NAME_IS(h->name, nl, "date") ||
+        NAME_IS(h->name, nl, "server"))
+        return false;
+    return true;
+}
+
+/* Upper bound of the response head build_head() writes. */
+static size_t head_bound(const struct http_header *h, size_t n)
+{
+    size_t size = 256;
+    for (size_t i = 0; i < n; i++)
+        size += str_len(h[i].name, h[i].name_len) + str_len(h[i].value, h[i].value_len) + 4;
+    return size;
+}
+
+/* Status line, the handler's headers, then Content-Length (unless < 0),
+ * Date, Server and Connection. Returns the length written. */
+static size_t build_head(struct http_server *s, char *out, int status,
+                         const struct http_header *h, size_t n, int64_t content_length,
+                         bool close)
+{
+    char *p = out;
+    const char *reason = http_status_reason(status);
+    p = PUT_LIT(p, "HTTP/1.1 ");
+    p = put_u64(p, (uint64_t)status);
+    *p++ = ' ';
+    p = put(p, reason, strlen(reason));
+    p = PUT_LIT(p, "\r\n");
+    for (size_t i = 0; i < n; i++) {
+        size_t nl = str_len(h[i].name, h[i].name_len);
+        size_t vl = str_len(h[i].value, h[i].value_len);
+        if (!header_usable(&h[i], nl, vl)) {
+            if (!(nl == 10 && strncasecmp(h[i].name, "connection", 10) == 0))
+                log_debug("http: dropping response header '%.*s'", (int)(nl > 64 ? 64 : nl),
+                          h[i].name ? h[i].name : "");
+            continue;
+        }
+        p = put(p, h[i].name, nl);
+        p = PUT_LIT(p, ": ");
+        if (vl)
+            p = put(p, h[i].value, vl);
+        p = PUT_LIT(p, "\r\n");
+    }
+    if (content_length >= 0) {
+        p = PUT_LIT(p, "Content-Length: ");
+        p = put_u64(p, (uint64_t)content_length);
+        p = PUT_LIT(p, "\r\n");
+    }
+    p = PUT_LIT(p, "Date: ");
+    p = put(p, server_date(s), 29);
+    p = PUT_LIT(p, "\r\nServer: ember\r\n");
+    if (close)
+        p = PUT_LIT(p, "Connection: close\r\n\r\n");
+    else
+        p = PUT_LIT(p, "Connection: keep-alive\r\n\r\n");
+    return (size_t)(p - out);
+}
+
+/* A JSON string for @s; bytes that are not UTF-8 become '?'. */
+static json_t *json_text(const char *s)
+{
+    if (!s)
+        s = "";
+    json_t *j = json_string(s);
+    if (j)
+        return j;
+    size_t n = strlen(s);
+    cleanup_free char *t = malloc(n + 1);
+    if (!t)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        t[i] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
+    t[n] = '\0';
+    return json_string(t);
+}
+
+/* {"error":error,"detail":detail} in a malloc()ed buffer (not NUL-terminated). */
+static char *error_json(const char *error, const char *detail, size_t *len)
+{
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "error", json_text(error));
+    json_object_set_new(o, "detail", json_text(detail));
+    size_t n = json_dumpb(o, NULL, 0, JSON_COMPACT);
+    char *buf = n ? malloc(n) : NULL;
+    if (buf && json_dumpb(o, buf, n, JSON_COMPACT) != n) {
+        free(buf);
+        buf = NULL;
+    }
+    json_decref(o);
+    *len = buf ? n : 0;
+    return buf;
+}
+
+/* ---- pools and the request arena ---------------------------------------- */
+
+static struct rbuf *rbuf_get(struct http_server *s)
+{
+    struct rbuf *rb = s->free_rbufs;
+    if (rb) {
+        s->free_rbufs = rb->next_free;
+        s->n_free_rbufs--;
+        return rb;
+    }
+    return malloc(sizeof(*rb) + s->rbuf_cap);
+}
+
+static void rbuf_put(struct http_server *s, struct rbuf *rb)
+{
+    if (s->n_free_rbufs < POOL_MAX_RBUFS && !s->finishing) {
+        rb->next_free = s->free_rbufs;
+        s->free_rbufs = rb;
+        s->n_free_rbufs++;
+    } else {
+        free(rb);
+    }
+}
+
+static void conn_rbuf_release(struct conn *c)
+{
+    if (c->rb) {
+        rbuf_put(c->server, c->rb);
+        c->rb = NULL;
+    }
+    c->rlen = c->rpos = c->head_start = 0;
+}
+
+static struct request *request_new(struct http_server *s)
+{
+    struct request *r = s->free_reqs;
+    if (r) {
+        s->free_reqs = r->next_free;
+        s->n_free_reqs--;
+    } else {
+        r = malloc(REQ_BLOCK_SIZE);
+        if (!r)
+            return NULL;
+    }
+    memset(r, 0, sizeof(*r));
+    r->server = s;
+    r->pub.server = s;
+    r->pub.content_length = -1;
+    r->cur = (char *)(r + 1);
+    r->end = (char *)r + REQ_BLOCK_SIZE;
+    s->live_requests++;
+    return r;
+}
+
+static void request_free(struct request *r)
+{
+    struct http_server *s = r->server;
+    while (r->chunks) {
+        struct arena_chunk *next = r->chunks->next;
+        free(r->chunks);
+        r->chunks = next;
+    }
+    if (r->body_heap)
+        free(r->body_buf);
+    free(r->free_after);
+    s->live_requests--;
+    if (s->n_free_reqs < POOL_MAX_REQS && !s->finishing) {
+        r->next_free = s->free_reqs;
+        s->free_reqs = r;
+        s->n_free_reqs++;
+    } else {
+        free(r);
+    }
+    if (s->draining)
+        server_maybe_finish(s);
+}
+
+/** Bump allocation from the request's arena; freed with the request. */
+static void *arena_alloc(struct request *r, size_t n)
+{
+    n = (n + 7) & ~(size_t)7;
+    if ((size_t)(r->end - r->cur) < n) {
+        size_t size = n > ARENA_CHUNK_MIN ? n : ARENA_CHUNK_MIN;
+        struct arena_chunk *ch = malloc(sizeof(*ch) + size);
+        if (!ch)
+            return NULL;
+        ch->next = r->chunks;
+        r->chunks = ch;
+        r->cur = ch->data;
+        r->end = ch->data + size;
+    }
+    void *p = r->cur;
+    r->cur += n;
+    return p;
+}
+
+/* ---- timeouts ------------------------------------------------------------ */
+
+static uint32_t tmo_ms(const struct http_server *s, enum tmo k)
+{
+    switch (k) {
+    case TMO_HEADER: return s->limits.header_timeout_ms;
+    case TMO_BODY: return s->limits.body_timeout_ms;
+    case TMO_KEEPALIVE: return s->limits.keepalive_timeout_ms;
+    case TMO_LINGER: return LINGER_MS;
+    default: return 0;
+    }
+}
+
+static void timer_arm(struct http_server *s, uint64_t due)
+{
+    if (s->timer_armed && s->timer_due <= due)
+        return;
+    uint64_t now = uv_now(s->loop);
+    uv_timer_start(&s->timer, on_timer, due > now ? due - now : 0, 0);
+    s->timer_armed = true;
+    s->timer_due = due;
+}
+
+/** (Re)start timeout @k for @c from now, or disarm with TMO_NONE. */
+static void conn_timeout_set(struct conn *c, enum tmo k)
+{
+    struct http_server *s = c->server;
+    if (link_linked(&c->tmo_link))
+        link_remove(&c->tmo_link);
+    c->tmo = TMO_NONE;
+    if (k == TMO_NONE)
+        return;
+    uint32_t ms = tmo_ms(s, k);
+    if (ms == 0) /* 0 disables that timeout */
+        return;
+    c->tmo = k;
+    c->deadline = uv_now(s->loop) + ms;
+    link_append(&s->tmo[k], &c->tmo_link);
+    timer_arm(s, c->deadline);
+}
+
+static void conn_send_error(struct conn *c, int status, const char *detail);
+static void conn_fail_request(struct conn *c, int status, const char *detail);
+
+static void conn_expire(struct conn *c, enum tmo k)
+{
+    struct http_server *s = c->server;
+    switch (k) {
+    case TMO_HEADER:
+        s->stats.timeouts_total++;
+        if (c->state == C_HEAD)
+            conn_send_error(c, 408, "timed out waiting for the request headers");
+        else
+            conn_close_now(c);
+        break;
+    case TMO_BODY:
+        s->stats.timeouts_total++;
+        if (c->state == C_REQUEST)
+            conn_fail_request(c, 408, "timed out waiting for the request body");
+        else /* a stalled response write or an unread body after one */
+            conn_close_now(c);
+        break;
+    case TMO_KEEPALIVE:
+    case TMO_LINGER:
+    default:
+        conn_close_now(c);
+        break;
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct http_server *s = t->data;
+    s->timer_armed = false;
+    uint64_t now = uv_now(s->loop);
+    for (int k = 0; k < TMO_N; k++) {
+        while (link_linked(&s->tmo[k])) {
+            struct conn *c = container_of(s->tmo[k].next, struct conn, tmo_link);
+            if (c->deadline > now)
+                break;
+            conn_timeout_set(c, TMO_NONE);
+            conn_expire(c, (enum tmo)k);
+        }
+    }
+    uint64_t due = UINT64_MAX;
+    for (int k = 0; k < TMO_N; k++) {
+        if (link_linked(&s->tmo[k])) {
+            struct conn *c = container_of(s->tmo[k].next, struct conn, tmo_link);
+            if (c->deadline < due)
+                due = c->deadline;
+        }
+    }
+    if (due != UINT64_MAX)
+        timer_arm(s, due);
+}
+
+/* ---- deferred dispatch ----------------------------------------------------- */
+
+/* Run @c's dispatch loop soon: right away if it is running, else on the next
+ * loop iteration. Never calls the handler itself. */
+static void conn_kick(struct conn *c)
+{
+    if (c->in_dispatch || c->closing || link_linked(&c->kick_link))
+        return;
+    link_append(&c->server->kicks, &c->kick_link);
+    uv_idle_start(&c->server->kick, on_kick);
+}
+
+static void on_kick(uv_idle_t *h)
+{
+    struct http_server *s = h->data;
+    struct link pending;
+    uv_idle_stop(h);
+    if (!link_linked(&s->kicks))
+        return;
+    pending.next = s->kicks.next;
+    pending.prev = s->kicks.prev;
+    pending.next->prev = &pending;
+    pending.prev->next = &pending;
+    link_init(&s->kicks);
+    while (link_linked(&pending)) {
+        struct conn *c = container_of(pending.next, struct conn, kick_link);
+        link_remove(&c->kick_link);
+        conn_dispatch(c);
+    }
+}
+
+/* ---- llhttp callbacks --------------------------------------------------- */
+
+static int span_add(struct conn *c, struct span *sp, const char *at, size_t len)
+{
+    uint32_t off = (uint32_t)(at - c->rb->data) - c->head_start;
+    if (sp->len == 0)
+        sp->off = off;
+    else if (off != sp->off + sp->len) {
+        /* We feed the buffer in order, so a piece that does not follow the
+         * last one is llhttp accepting obs-fold (a value continued on the
+         * next line), which RFC 9112 lets us reject. */
+        c->err_status = 400;
+        c->err_detail = "obsolete line folding in a header field";
+        return -1;
+    }
+    sp->len += (uint32_t)len;
+    if ((uint64_t)sp->off + sp->len > c->server->limits.header_bytes) {
+        c->err_status = 431;
+        c->err_detail = "request line and headers exceed the size limit";
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    struct head_spans *hs = &c->rb->spans;
+    hs->method.len = hs->url.len = 0;
+    hs->n_headers = 0;
+    hs->in_header = false;
+    c->msg_complete = false;
+    c->trailer_bytes = 0;
+    return 0;
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    return span_add(c, &c->rb->spans.method, at, len);
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    return span_add(c, &c->rb->spans.url, at, len);
+}
+
+/* Trailer fields of a chunked body: not kept, but bounded like a head. */
+static int trailer_bytes(struct conn *c, size_t len)
+{
+    c->trailer_bytes += (uint32_t)len;
+    if (c->trailer_bytes > c->server->limits.header_bytes) {
+        c->err_status = 431;
+        c->err_detail = "trailer fields exceed the size limit";
+        return -1;
+    }
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    struct head_spans *hs = &c->rb->spans;
+    if (c->state != C_HEAD)
+        return trailer_bytes(c, len);
+    if (!hs->in_header) {
+        if (hs->n_headers == HTTP_MAX_HEADERS) {
+            c->err_status = 431;
+            c->err_detail = "too many header fields";
+            return -1;
+        }
+        hs->in_header = true;
+        hs->name[hs->n_headers].len = 0;
+        hs->value[hs->n_headers].len = 0;
+        hs->value[hs->n_headers].off = 0;
+    }
+    return span_add(c, &hs->name[hs->n_headers], at, len);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    struct head_spans *hs = &c->rb->spans;
+    if (c->state != C_HEAD)
+        return trailer_bytes(c, len);
+    return span_add(c, &hs->value[hs->n_headers], at, len);
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    struct head_spans *hs = &c->rb->spans;
+    if (c->state == C_HEAD && hs->in_header) {
+        hs->n_headers++;
+        hs->in_header = false;
+    }
+    return 0;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode @n bytes of path into @out (NUL-terminated). */
+static const char *decode_path(const char *in, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = in[i];
+        if (ch == '%') {
+            if (n - i < 3)
+                return "truncated percent-encoding in path";
+            int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
+            if (hi < 0 || lo < 0)
+                return "invalid percent-encoding in path";
+            ch = (char)(hi << 4 | lo);
+            if (ch == '\0')
+                return "percent-encoded NUL in path";
+            i += 2;
+        } else if (ch == '\0') {
+            return "NUL in path";
+        }
+        out[o++] = ch;
+    }
+    out[o] = '\0';
+    return NULL;
+}
+
+static const char *copy_str(char **dst, const char *src, size_t n)
+{
+    char *d = *dst;
+    memcpy(d, src, n);
+    d[n] = '\0';
+    *dst = d + n + 1;
+    return d;
+}
+
+/* Headers complete: copy the head into a new request's arena. */
+static int on_headers_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    struct http_server *s = c->server;
+    const struct head_spans *hs = &c->rb->spans;
+    const char *base = c->rb->data + c->head_start;
+
+    if (p->http_major != 1) {
+        c->err_status = 505;
+        c->err_detail = "only HTTP/1.0 and HTTP/1.1 are supported";
+        return -1;
+    }
+    const char *url = base + hs->url.off;
+    size_t url_len = hs->url.len;
+    if (url_len == 0 || url[0] != '/') {
+        c->err_status = 400;
+        c->err_detail = "request-target must be in origin-form (start with '/')";
+        return -1;
+    }
+    if (memchr(url, '#', url_len)) {
+        c->err_status = 400;
+        c->err_detail = "fragment in request-target";
+        return -1;
+    }
+    const char *q = memchr(url, '?', url_len);
+    size_t path_len = q ? (size_t)(q - url) : url_len;
+    size_t query_len = q ? url_len - path_len - 1 : 0;
+
+    size_t need = (size_t)hs->n_headers * sizeof(struct http_header) + hs->method.len + 1 +
+                  url_len + 1 + path_len + 1 + query_len + 1;
+    for (uint32_t i = 0; i < hs->n_headers; i++) {
+        /* llhttp's loose build lets SP into field names ("Name : v"), which
+         * RFC 9112 says to reject: a proxy in front may read it differently. */
+        const char *name = base + hs->name[i].off;
+        for (uint32_t k = 0; k < hs->name[i].len; k++) {
+            if (!is_tchar((unsigned char)name[k])) {
+                c->err_status = 400;
+                c->err_detail = "invalid character in a header field name";
+                return -1;
+            }
+        }
+        need += hs->name[i].len + 1 + hs->value[i].len + 1;
+    }
+
+    struct request *r = request_new(s);
+    char *m = r ? arena_alloc(r, need) : NULL;
+    if (!m) {
+        if (r)
+            request_free(r);
+        c->err_status = 503;
+        c->err_detail = "out of memory";
+        return -1;
+    }
+    struct http_header *h = (struct http_header *)(void *)m;
+    char *w = m + (size_t)hs->n_headers * sizeof(*h);
+
+    r->pub.method = copy_str(&w, base + hs->method.off, hs->method.len);
+    r->pub.target = copy_str(&w, url, url_len);
+    const char *bad = decode_path(url, path_len, w);
+    if (bad) {
+        request_free(r);
+        c->err_status = 400;
+        c->err_detail = bad;
+        return -1;
+    }
+    r->pub.path = w;
+    w += strlen(w) + 1;
+    r->pub.query = copy_str(&w, q ? q + 1 : "", query_len);
+    for (uint32_t i = 0; i < hs->n_headers; i++) {
+        size_t vl = hs->value[i].len;
+        const char *v = base + hs->value[i].off;
+        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) /* llhttp keeps trailing OWS */
+            vl--;
+        h[i].name_len = hs->name[i].len;
+        h[i].name = copy_str(&w, base + hs->name[i].off, hs->name[i].len);
+        h[i].value_len = vl;
+        h[i].value = copy_str(&w, v, vl);
+    }
+    r->pub.headers = h;
+    r->pub.n_headers = hs->n_headers;
+    r->pub.http_minor = p->http_minor ? 1 : 0;
+    r->pub.keep_alive = llhttp_should_keep_alive(p) != 0;
+    bool chunked = (p->flags & F_CHUNKED) != 0;
+    if (!chunked && (p->flags & F_CONTENT_LENGTH))
+        r->pub.content_length = (int64_t)p->content_length;
+    r->pub.has_body = chunked || r->pub.content_length > 0;
+    r->is_head = p->method == HTTP_HEAD;
+    if (r->pub.http_minor >= 1 && r->pub.has_body) {
+        const char *e = http_request_header(&r->pub, "expect");
+        r->expect_continue = e && strcasecmp(e, "100-continue") == 0;
+    }
+    memcpy(r->pub.peer, c->peer, sizeof(r->pub.peer));
+    if (p->upgrade) /* we do not switch protocols; the stream ends with this request */
+        c->must_close = true;
+    r->conn = c;
+    c->req = r;
+    /* With a body, stop right after the head: the handler decides about it. */
+    return r->pub.has_body ? HPE_PAUSED : 0;
+}
+
+static int body_append(struct conn *c, struct request *r, const char *at, size_t len)
+{
+    size_t need = r->pub.body_len + len + 1;
+    if (need > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap * 2 : CHUNKED_BODY_START;
+        size_t lim = r->body_max >= SIZE_MAX - 1 ? SIZE_MAX - 1 : (size_t)r->body_max + 1;
+        if (cap > lim)
+            cap = lim;
+        if (cap < need)
+            cap = need;
+        uint8_t *nb;
+        if (r->body_heap) {
+            nb = realloc(r->body_buf, cap);
+        } else {
+            nb = malloc(cap);
+            if (nb && r->pub.body_len)
+                memcpy(nb, r->body_buf, r->pub.body_len);
+        }
+        if (!nb) {
+            c->err_status = 503;
+            c->err_detail = "out of memory for the request body";
+            return -1;
+        }
+        r->body_buf = nb;
+        r->body_cap = cap;
+        r->body_heap = true;
+    }
+    memcpy(r->body_buf + r->pub.body_len, at, len);
+    r->pub.body_len += len;
+    r->pub.body = r->body_buf;
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    struct request *r = c->req;
+    if (!r || c->state != C_REQUEST || !r->body_requested || len == 0)
+        return 0; /* discarding after the response */
+    if (r->pub.body_received + len > r->body_max) {
+        c->err_status = 413;
+        c->err_detail = "request body exceeds the limit";
+        return -1;
+    }
+    r->pub.body_received += len;
+    if (r->mode == HTTP_BODY_BUFFER)
+        return body_append(c, r, at, len);
+
+    struct http_server *s = c->server;
+    r->pub.chunk = (const uint8_t *)at;
+    r->pub.chunk_len = len;
+    if (s->handler.on_body)
+        s->handler.on_body(&r->pub, s->handler.data);
+    /* Requests are freed only from the dispatch loop, so r is still ours. */
+    r->pub.chunk = NULL;
+    r->pub.chunk_len = 0;
+    if (c->req != r || c->state != C_REQUEST || r->paused || c->failed)
+        return HPE_PAUSED; /* llhttp resumes after this span */
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    c->msg_complete = true;
+    return HPE_PAUSED; /* one message at a time */
+}
+
+/* ---- the dispatch loop ----------------------------------------------------- */
+
+enum feed_result { FEED_MORE, FEED_PAUSED, FEED_ERROR };
+
+/* Give the parser the bytes it has not seen. */
+static enum feed_result conn_feed(struct conn *c)
+{
+    const char *p = c->rb->data + c->rpos;
+    size_t n = c->rlen - c->rpos;
+    llhttp_errno_t e = llhttp_execute(&c->parser, p, n);
+    if (e == HPE_OK) {
+        c->rpos = c->rlen;
+        return FEED_MORE;
+    }
+    const char *pos = llhttp_get_error_pos(&c->parser);
+    if (pos && pos >= p && pos <= p + n)
+        c->rpos = (uint32_t)(pos - c->rb->data);
+    if (e == HPE_PAUSED) {
+        llhttp_resume(&c->parser);
+        return FEED_PAUSED;
+    }
+    if (!c->err_status) {
+        c->err_status = 400;
+        c->err_detail = llhttp_get_error_reason(&c->parser);
+        if (!c->err_detail)
+            c->err_detail = llhttp_errno_name(e);
+    }
+    return FEED_ERROR;
+}
+
+static void conn_enter_head(struct conn *c)
+{
+    c->state = C_HEAD;
+    c->head_start = c->rpos;
+    c->msg_complete = false;
+    c->err_status = 0;
+    c->err_detail = NULL;
+    c->head_started = c->rpos < c->rlen;
+    conn_timeout_set(c, c->head_started ? TMO_HEADER : TMO_KEEPALIVE);
+}
+
+static void conn_head_error(struct conn *c)
+{
+    struct http_server *s = c->server;
+    if (c->req) { /* built, then found wanting (head size) */
+        struct request *r = c->req;
+        c->req = NULL;
+        request_free(r);
+    }
+    if (c->err_status != 408)
+        s->stats.parse_errors_total++;
+    conn_send_error(c, c->err_status ? c->err_status : 400, c->err_detail);
+}
+
+static bool step_head(struct conn *c)
+{
+    struct http_server *s = c->server;
+    if (s->draining) {
+        conn_close_now(c);
+        return false;
+    }
+    if (c->rpos == c->rlen) {
+        if (c->peer_eof)
+            conn_close_now(c);
+        return false;
+    }
+    if (!c->head_started) { /* first byte after keep-alive idle */
+        c->head_started = true;
+        conn_timeout_set(c, TMO_HEADER);
+    }
+    switch (conn_feed(c)) {
+    case FEED_ERROR:
+        conn_head_error(c);
+        return false;
+    case FEED_MORE:
+        if (c->rlen - c->head_start > s->limits.header_bytes) {
+            c->err_status = 431;
+            c->err_detail = "request line and headers exceed the size limit";
+            conn_head_error(c);
+        } else if (c->peer_eof) {
+            conn_close_now(c);
+        }
+        return false;
+    case FEED_PAUSED:
+        break;
+    }
+    if (!c->req || c->rpos - c->head_start > s->limits.header_bytes) {
+        if (!c->err_status) {
+            c->err_status = c->req ? 431 : 400;
+            c->err_detail = c->req ? "request line and headers exceed the size limit"
+                                   : "unexpected parser pause";
+        }
+        conn_head_error(c);
+        return false;
+    }
+    struct request *r = c->req;
+    c->state = C_REQUEST;
+    conn_timeout_set(c, TMO_NONE);
+    s->stats.requests_total++;
+    r->delivered = true;
+    s->handler.on_request(&r->pub, s->handler.data);
+    return true;
+}
+
+static bool step_request(struct conn *c)
+{
+    struct http_server *s = c->server;
+    struct request *r = c->req;
+    if (!r->body_requested)
+        return false;
+    if (!c->msg_complete) {
+        if (r->paused)
+            return false;
+        if (c->rpos == c->rlen) {
+            if (c->peer_eof) /* body cut short: abort */
+                conn_close_now(c);
+            return false;
+        }
+        uint32_t before = c->rpos;
+        if (conn_feed(c) == FEED_ERROR) {
+            if (c->err_status == 400)
+                s->stats.parse_errors_total++;
+            conn_fail_request(c, c->err_status, c->err_detail);
+            return false;
+        }
+        if (c->state == C_REQUEST && c->req == r && !c->msg_complete && !r->paused &&
+            c->rpos != before)
+            conn_timeout_set(c, TMO_BODY); /* progress: restart the inactivity clock */
+        return true;
+    }
+    if (!r->body_end_sent && !r->paused) { /* paused: no body events at all */
+        r->body_end_sent = true;
+        conn_timeout_set(c, TMO_NONE);
+        if (r->mode == HTTP_BODY_BUFFER && r->body_buf) {
+            r->body_buf[r->pub.body_len] = '\0';
+            r->pub.body = r->body_buf;
+        }
+        if (s->handler.on_body_end)
+            s->handler.on_body_end(&r->pub, s->handler.data);
+        return true;
+    }
+    return false;
+}
+
+static void conn_shutdown(struct conn *c, bool linger);
+
+static bool step_done(struct conn *c)
+{
+    struct request *r = c->req;
+    c->req = NULL;
+    if (r)
+        request_free(r);
+    if (c->must_close || c->server->draining) {
+        conn_shutdown(c, !c->msg_complete || c->rpos < c->rlen);
+        return false;
+    }
+    if (!c->msg_complete) {
+        c->state = C_DISCARD;
+        conn_timeout_set(c, TMO_BODY);
+        return true;
+    }
+    conn_enter_head(c);
+    return true;
+}
+
+static bool step_discard(struct conn *c)
+{
+    if (c->msg_complete) {
+        conn_enter_head(c);
+        return true;
+    }
+    if (c->rpos == c->rlen) {
+        if (c->peer_eof)
+            conn_close_now(c);
+        return false;
+    }
+    uint32_t before = c->rpos;
+    if (conn_feed(c) == FEED_ERROR) {
+        conn_close_now(c); /* the response is out; nothing more to say */
+        return false;
+    }
+    if (c->rpos != before && !c->msg_complete)
+        conn_timeout_set(c, TMO_BODY);
+    return true;
+}
+
+/* Read while there is room and the peer may still send. */
+static void conn_update_reading(struct conn *c)
+{
+    struct http_server *s = c->server;
+    uint32_t keep = c->state == C_HEAD ? c->head_start : c->rpos;
+    bool full = c->rb && c->rlen - keep >= s->rbuf_cap;
+    bool want = !c->peer_eof && !full;
+    if (want && !c->reading) {
+        if (conn_read_start(c) == 0)
+            c->reading = true;
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    if (c->rb && c->rlen == keep && c->state != C_CLOSING)
+        conn_rbuf_release(c);
+}
+
+static void conn_dispatch(struct conn *c)
+{
+    if (c->in_dispatch || c->closing)
+        return;
+    c->in_dispatch = true;
+    bool more = true;
+    while (more && !c->closing) {
+        if (c->failed) {
+            conn_close_now(c);
+            break;
+        }
+        switch (c->state) {
+        case C_HEAD: more = step_head(c); break;
+        case C_REQUEST: more = step_request(c); break;
+        case C_DONE: more = step_done(c); break;
+        case C_DISCARD: more = step_discard(c); break;
+        case C_WRITING:
+        case C_CLOSING:
+        default: more = false; break;
+        }
+    }
+    c->in_dispatch = false;
+    if (!c->closing && c->state != C_CLOSING)
+        conn_update_reading(c);
+}
+
+/* ---- reading ------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = (struct conn *)h;
+    struct http_server *s = c->server;
+    if (!c->rb) {
+        c->rb = rbuf_get(s);
+        c->rlen = c->rpos = c->head_start = 0;
+        if (!c->rb) {
+            *buf = uv_buf_init(NULL, 0); /* UV_ENOBUFS: the connection closes */
+            return;
+        }
+    }
+    if (c->state == C_CLOSING)
+        c->rlen = c->rpos = c->head_start = 0; /* draining: discard */
+    uint32_t keep = c->state == C_HEAD ? c->head_start : c->rpos;
+    if (keep == c->rlen) {
+        c->rlen = c->rpos = c->head_start = 0;
+    } else if (keep > 0 && s->rbuf_cap - c->rlen < s->rbuf_cap / 4) {
+        /* Slide the retained bytes down; spans are relative to head_start. */
+        memmove(c->rb->data, c->rb->data + keep, c->rlen - keep);
+        c->rlen -= keep;
+        c->rpos -= keep;
+        c->head_start = c->head_start >= keep ? c->head_start - keep : 0;
+    }
+    *buf = uv_buf_init(c->rb->data + c->rlen, s->rbuf_cap - c->rlen);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = (struct conn *)st;
+    if (c->closing)
+        return;
+    if (nread > 0) {
+        if (c->state == C_CLOSING) {
+            conn_rbuf_release(c);
+            return;
+        }
+        c->rlen += (uint32_t)nread;
+        conn_dispatch(c);
+        return;
+    }
+    if (nread == 0) {
+        if (c->state != C_CLOSING)
+            conn_update_reading(c);
+        return;
+    }
+    if (nread == UV_EOF) {
+        c->peer_eof = true;
+        if (c->reading) {
+            uv_read_stop(st);
+            c->reading = false;
+        }
+        if (c->state == C_CLOSING) {
+            if (c->lingering)
+                conn_close_now(c);
+            return; /* on_shutdown sees peer_eof */
+        }
+        conn_dispatch(c);
+        return;
+    }
+    conn_close_now(c); /* ECONNRESET, ENOBUFS, ... */
+}
+
+/* uv_read_start needs the callbacks every time; keep them in one place. */
+static int conn_read_start(struct conn *c)
+{
+    return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- writing ------------------------------------------------------------- */
+
+struct raw_write {
+    uv_write_t w;
+    char data[];
+};
+
+static void on_raw_written(uv_write_t *w, int status)
+{
+    free(container_of(w, struct raw_write, w));
+}
+
+/* Write bytes we own nothing else about (error responses): try now, copy
+ * what did not fit. */
+static void conn_write_raw(struct conn *c, const char *data, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n >= 0 && (size_t)n == len)
+        return;
+    if (n < 0 && n != UV_EAGAIN)
+        return; /* the shutdown that follows fails and closes */
+    size_t done = n > 0 ? (size_t)n : 0;
+    struct raw_write *rw = malloc(sizeof(*rw) + len - done);
+    if (!rw)
+        return;
+    memcpy(rw->data, data + done, len - done);
+    b = uv_buf_init(rw->data, (unsigned)(len - done));
+    if (uv_write(&rw->w, (uv_stream_t *)&c->tcp, &b, 1, on_raw_written) < 0)
+        free(rw);
+}
+
+static void on_shutdown(uv_shutdown_t *sr, int status)
+{
+    struct conn *c = container_of(sr, struct conn, sreq);
+    if (c->closing)
+        return;
+    if (status < 0 || !c->linger || c->peer_eof) {
+        conn_close_now(c);
+        return;
+    }
+    /* The client may still be sending (a body we refused): read and drop it
+     * until EOF or the linger deadline, so our response is not lost to a RST. */
+    c->lingering = true;
+    if (!c->reading && conn_read_start(c) == 0)
+        c->reading = true;
+}
+
+/* Close after what is queued has been written: shut down our side, then
+ * (with @linger) drain the peer for a bounded time. */
+static void conn_shutdown(struct conn *c, bool linger)
+{
+    c->state = C_CLOSING;
+    c->linger = linger;
+    conn_timeout_set(c, TMO_LINGER);
+    if (link_linked(&c->kick_link))
+        link_remove(&c->kick_link);
+    if (!c->peer_eof && !c->reading && conn_read_start(c) == 0)
+        c->reading = true;
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
+        conn_close_now(c);
+}
+
+/* A response of the server's own (400, 408, 413, 431, 505), then close. The
+ * handler does not own a request on @c any more. */
+static void conn_send_error(struct conn *c, int status, const char *detail)
+{
+    struct http_server *s = c->server;
+    char name[48];
+    size_t blen = 0;
+    cleanup_free char *body = error_json(status_error_name(status, name, sizeof(name)), detail,
+                                         &blen);
+    const struct http_header ct = {"Content-Type", 12, "application/json", 16};
+    static const char fallback[] = "{\"error\":\"internal error\",\"detail\":\"\"}";
+    const char *b = body ? body : fallback;
+    if (!body)
+        blen = sizeof(fallback) - 1;
+    cleanup_free char *msg = malloc(head_bound(&ct, 1) + blen);
+    if (msg) {
+        size_t hlen = build_head(s, msg, status, &ct, 1, (int64_t)blen, true);
+        memcpy(msg + hlen, b, blen);
+        conn_write_raw(c, msg, hlen + blen);
+    }
+    conn_shutdown(c, true);
+}
+
+/* Take the request away from the connection (the handler's later response
+ * only frees it), answer with an error of our own, then tell the handler. */
+static void conn_fail_request(struct conn *c, int status, const char *detail)
+{
+    struct http_server *s = c->server;
+    struct request *r = c->req;
+    c->req = NULL;
+    if (r)
+        r->conn = NULL;
+    conn_send_error(c, status, detail);
+    if (r) {
+        if (r->delivered && s->handler.on_abort)
+            s->handler.on_abort(&r->pub, s->handler.data);
+        else if (!r->delivered)
+            request_free(r);
+    }
+}
+
+static void on_conn_close(uv_handle_t *h)
+{
+    struct conn *c = (struct conn *)h;
+    struct http_server *s = c->server;
+    conn_rbuf_release(c);
+    link_remove(&c->link);
+    if (!c->rejected)
+        s->stats.connections_current--;
+    s->n_handles--;
+    free(c);
+    server_maybe_finish(s);
+}
+
+/* Close at once. A request the handler still owns is aborted. */
+static void conn_close_now(struct conn *c)
+{
+    struct http_server *s = c->server;
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->state = C_CLOSING;
+    conn_timeout_set(c, TMO_NONE);
+    if (link_linked(&c->kick_link))
+        link_remove(&c->kick_link);
+    struct request *aborted = NULL;
+    struct request *r = c->req;
+    if (r) {
+        if (r->responded) {
+            if (!r->writing) { /* else on_write (UV_ECANCELED) frees it */
+                c->req = NULL;
+                request_free(r);
+            }
+        } else {
+            c->req = NULL;
+            r->conn = NULL;
+            if (r->delivered)
+                aborted = r;
+            else
+                request_free(r);
+        }
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_conn_close);
+    if (aborted && s->handler.on_abort)
+        s->handler.on_abort(&aborted->pub, s->handler.data);
+}
+
+static void response_written(struct conn *c)
+{
+    c->state = C_DONE;
+    conn_timeout_set(c, TMO_NONE);
+    conn_kick(c);
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct request *r = w->data;
+    struct conn *c = r->conn;
+    r->writing = false;
+    if (status < 0 || c->closing) {
+        if (c->req == r)
+            c->req = NULL;
+        request_free(r);
+        if (!c->closing)
+            conn_close_now(c);
+        return;
+    }
+    c->state = C_DONE;
+    conn_timeout_set(c, TMO_NONE);
+    conn_dispatch(c);
+}
+
+static void conn_write_failed(struct conn *c)
+{
+    c->failed = true;
+    c->state = C_DONE; /* conn_close_now frees the responded request */
+    conn_kick(c);
+}
+
+static void respond(struct request *r, int status, const struct http_header *hdrs, size_t n,
+                    const void *body, size_t len, void *owned, bool force_close)
+{
+    struct conn *c = r->conn;
+    struct http_server *s = r->server;
+    if (r->responded) {
+        log_error("http: second response to one request ignored");
+        free(owned);
+        return;
+    }
+    r->responded = true;
+    r->free_after = owned;
+    if (!c) { /* aborted: the response only frees */
+        request_free(r);
+        return;
+    }
+    if (status < 200 || status > 599) {
+        log_warn("http: handler status %d is not a final status; sending 500", status);
+        status = 500;
+    }
+    if (len > UINT32_MAX) { /* uv_buf_t lengths are 32-bit */
+        log_error("http: response body of %zu bytes is too large", len);
+        status = 500;
+        len = 0;
+        force_close = true;
+    }
+
+    bool close = force_close || !r->pub.keep_alive || s->draining || c->must_close;
+    for (size_t i = 0; i < n && !close; i++) {
+        size_t nl = str_len(hdrs[i].name, hdrs[i].name_len);
+        size_t vl = str_len(hdrs[i].value, hdrs[i].value_len);
+        if (hdrs[i].value && NAME_IS(hdrs[i].name, nl, "connection") && vl >= 5 &&
+            memmem(hdrs[i].value, vl, "close", 5))
+            close = true;
+    }
+    if (!close && !c->msg_complete) {
+        /* An unread body: swallow it only when small, known and on its way
+         * (a client waiting for 100 Continue would never send it). */
+        bool continue_owed = r->expect_continue && !r->continue_sent;
+        int64_t cl = r->pub.content_length;
+        if (continue_owed || cl < 0 || (uint64_t)cl - r->pub.body_received > DISCARD_MAX)
+            close = true;
+    }
+    if (close)
+        c->must_close = true;
+
+    bool no_body = r->is_head || status == 204 || status == 304;
+    int64_t clen = (status == 204 || status == 304) ? -1 : (int64_t)len;
+    char *head = arena_alloc(r, head_bound(hdrs, n));
+    if (!head) {
+        conn_write_failed(c);
+        return;
+    }
+    size_t hlen = build_head(s, head, status, hdrs, n, clen, c->must_close);
+    uv_buf_t iov[2] = {uv_buf_init(head, (unsigned)hlen),
+                       uv_buf_init((char *)body, no_body ? 0 : (unsigned)len)};
+    unsigned niov = (no_body || len == 0) ? 1 : 2;
+    size_t total = hlen + (niov == 2 ? len : 0);
+    c->state = C_WRITING;
+
+    int w = uv_try_write((uv_stream_t *)&c->tcp, iov, niov);
+    if (w >= 0 && (size_t)w == total) {
+        response_written(c);
+        return;
+    }
+    if (w < 0 && w != UV_EAGAIN) {
+        conn_write_failed(c);
+        return;
+    }
+    size_t done = w > 0 ? (size_t)w : 0;
+    unsigned first = 0;
+    while (first < niov && done >= iov[first].len) {
+        done -= iov[first].len;
+        first++;
+    }
+    iov[first].base += done;
+    iov[first].len -= done;
+    if (niov == 2 && !owned) {
+        /* The caller's body may go away when we return: copy what is left. */
+        size_t rem = iov[1].len;
+        char *copy;
+        if (rem <= ARENA_CHUNK_MIN) {
+            copy = arena_alloc(r, rem);
+        } else {
+            copy = malloc(rem);
+            r->free_after = copy;
+        }
+        if (!copy) {
+            conn_write_failed(c);
+            return;
+        }
+        memcpy(copy, iov[1].base, rem);
+        iov[1].base = copy;
+    }
+    r->writing = true;
+    r->wreq.data = r;
+    if (uv_write(&r->wreq, (uv_stream_t *)&c->tcp, iov + first, niov - first, on_write) < 0) {
+        r->writing = false;
+        conn_write_failed(c);
+        return;
+    }
+    conn_timeout_set(c, TMO_BODY); /* a client that stops reading is cut off */
+}
+
+static void on_continue_written(uv_write_t *w, int status)
+{
+    struct conn *c = container_of(w, struct conn, cont_req);
+    if (status < 0 && !c->closing)
+        conn_close_now(c);
+}
+
+static void send_continue(struct conn *c, struct request *r)
+{
+    static const char msg[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    r->continue_sent = true;
+    uv_buf_t b = uv_buf_init((char *)msg, sizeof(msg) - 1);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n >= 0 && (size_t)n == b.len)
+        return;
+    if (n < 0 && n != UV_EAGAIN) {
+        c->failed = true;
+        conn_kick(c);
+        return;
+    }
+    if (n > 0) {
+        b.base += n;
+        b.len -= (size_t)n;
+    }
+    if (uv_write(&c->cont_req, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) < 0) {
+        c->failed = true;
+        conn_kick(c);
+    }
+}
+
+/* ---- public request API ------------------------------------------------------ */
+
+const char *http_request_header(const struct http_request *req, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < req->n_headers; i++)
+        if (req->headers[i].name_len == len && strcasecmp(req->headers[i].name, name) == 0)
+            return req->headers[i].value;
+    return NULL;
+}
+
+int http_request_read_body(struct http_request *req, enum http_body_mode mode, uint64_t max_bytes)
+{
+    struct request *r = container_of(req, struct request, pub);
+    struct conn *c = r->conn;
+    if (r->responded || r->body_requested)
+        return -EINVAL;
+    if (!c)
+        return -ECONNABORTED;
+    if (req->content_length > 0 && (uint64_t)req->content_length > max_bytes) {
+        char detail[96];
+        snprintf(detail, sizeof(detail), "request body of %lld bytes exceeds the limit of %llu",
+                 (long long)req->content_length, (unsigned long long)max_bytes);
+        http_respond_error(req, 413, "payload too large", detail, true);
+        return -E2BIG;
+    }
+    r->body_requested = true;
+    r->mode = mode;
+    r->body_max = max_bytes;
+    if (mode == HTTP_BODY_BUFFER) {
+        req->body = (const uint8_t *)"";
+        if (req->content_length > 0) {
+            size_t need = (size_t)req->content_length + 1;
+            r->body_buf = need <= SMALL_BODY ? arena_alloc(r, need) : malloc(need);
+            if (!r->body_buf) {
+                http_respond_error(req, 503, "out of memory", "no memory for the request body",
+                                   true);
+                return -ENOMEM;
+            }
+            r->body_heap = need > SMALL_BODY;
+            r->body_cap = need;
+        }
+    }
+    if (!c->msg_complete) {
+        if (r->expect_continue)
+            send_continue(c, r);
+        conn_timeout_set(c, TMO_BODY);
+    }
+    conn_kick(c);
+    return 0;
+}
+
+void http_request_pause(struct http_request *req)
+{
+    struct request *r = container_of(req, struct request, pub);
+    r->paused = true;
+    if (r->conn && r->conn->state == C_REQUEST && r->conn->tmo == TMO_BODY)
+        conn_timeout_set(r->conn, TMO_NONE); /* our choice, not the client's fault */
+}
+
+void http_request_resume(struct http_request *req)
+{
+    struct request *r = container_of(req, struct request, pub);
+    struct conn *c = r->conn;
+    if (!r->paused)
+        return;
+    r->paused = false;
+    if (c && c->state == C_REQUEST && r->body_requested && !c->msg_complete) {
+        conn_timeout_set(c, TMO_BODY);
+        conn_kick(c);
+    }
+}
+
+void http_respond(struct http_request *req, int status, const struct http_header *headers,
+                  size_t n_headers, const void *body, size_t body_len)
+{
+    respond(container_of(req, struct request, pub), status, headers, n_headers, body, body_len,
+            NULL, false);
+}
+
+void http_respond_owned(struct http_request *req, int status, const struct http_header *headers,
+                        size_t n_headers, void *body, size_t body_len)
+{
+    respond(container_of(req, struct request, pub), status, headers, n_headers, body, body_len,
+            body, false);
+}
+
+void http_respond_error(struct http_request *req, int status, const char *error,
+                        const char *detail, bool close)
+{
+    static const struct http_header ct = {"Content-Type", 12, "application/json", 16};
+    static const char fallback[] = "{\"error\":\"internal error\",\"detail\":\"\"}";
+    size_t len = 0;
+    char *body = error_json(error, detail, &len);
+    if (body)
+        respond(container_of(req, struct request, pub), status, &ct, 1, body, len, body, close);
+    else
+        respond(container_of(req, struct request, pub), status, &ct, 1, fallback,
+                sizeof(fallback) - 1, NULL, close);
+}
+
+/* ---- server --------------------------------------------------------------- */
+
+static void format_peer(uv_tcp_t *t, char *out, size_t size)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN];
+    snprintf(out, size, "unknown");
+    if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &len) < 0)
+        return;
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        if (uv_ip6_name(a, ip, sizeof(ip)) == 0)
+            snprintf(out, size, "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
+    } else if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        if (uv_ip4_name(a, ip, sizeof(ip)) == 0)
+            snprintf(out, size, "%s:%u", ip, (unsigned)ntohs(a->sin_port));
+    }
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    struct http_server *s = ls->data;
+    if (status < 0) {
+        log_warn("http: accept: %s", uv_strerror(status));
+        return;
+    }
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        log_error("http: accept: out of memory");
+        return;
+    }
+    uv_tcp_init(s->loop, &c->tcp);
+    c->server = s;
+    link_init(&c->kick_link);
+    link_init(&c->tmo_link);
+    c->tmo = TMO_NONE;
+    link_append(&s->conns, &c->link);
+    s->n_handles++;
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
+        c->rejected = true;
+        conn_close_now(c);
+        return;
+    }
+    if (s->draining ||
+        (s->limits.max_connections && s->stats.connections_current >= s->limits.max_connections)) {
+        s->stats.rejected_total++;
+        c->rejected = true;
+        conn_close_now(c);
+        return;
+    }
+    s->stats.connections_total++;
+    s->stats.connections_current++;
+    uv_tcp_nodelay(&c->tcp, 1);
+    format_peer(&c->tcp, c->peer, sizeof(c->peer));
+    llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
+    c->parser.data = c;
+    c->state = C_HEAD;
+    c->head_started = true; /* the header clock runs from accept */
+    conn_timeout_set(c, TMO_HEADER);
+    if (conn_read_start(c) < 0) {
+        conn_close_now(c);
+        return;
+    }
+    c->reading = true;
+}
+
+static void server_free(struct http_server *s)
+{
+    while (s->free_rbufs) {
+        struct rbuf *next = s->free_rbufs->next_free;
+        free(s->free_rbufs);
+        s->free_rbufs = next;
+    }
+    while (s->free_reqs) {
+        struct request *next = s->free_reqs->next_free;
+        free(s->free_reqs);
+        s->free_reqs = next;
+    }
+    free(s);
+}
+
+static void on_aux_close(uv_handle_t *h)
+{
+    struct http_server *s = h->data;
+    if (--s->open_aux > 0)
+        return;
+    if (s->done)
+        s->done(s->done_data);
+    server_free(s);
+}
+
+/* When draining and nothing is left (no connection handle, no request the
+ * handler still holds), close our own handles; on_aux_close calls done. */
+static void server_maybe_finish(struct http_server *s)
+{
+    if (!s->draining || s->finishing || s->n_handles || s->live_requests)
+        return;
+    s->finishing = true;
+    uv_close((uv_handle_t *)&s->timer, on_aux_close);
+    uv_close((uv_handle_t *)&s->kick, on_aux_close);
+}
+
+static int parse_host(const char *host, uint16_t port, struct sockaddr_storage *ss)
+{
+    char buf[INET6_ADDRSTRLEN + 2];
+    size_t n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+        if (n - 2 >= sizeof(buf))
+            return -EINVAL;
+        memcpy(buf, host + 1, n - 2);
+        buf[n - 2] = '\0';
+        host = buf;
+    }
+    memset(ss, 0, sizeof(*ss));
+    if (strchr(host, ':'))
+        return uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) ? -EINVAL : 0;
+    return uv_ip4_addr(host, port, (struct sockaddr_in *)ss) ? -EINVAL : 0;
+}
+
+int http_server_start(uv_loop_t *loop, const char *host, uint16_t port,
+                      const struct http_limits *limits, const struct http_handler *handler,
+                      struct http_server **out)
+{
+    struct sockaddr_storage addr;
+    int rc;
+
+    if (!loop || !host || !handler || !handler->on_request || !out)
+        return -EINVAL;
+    rc = parse_host(host, port, &addr);
+    if (rc < 0) {
+        log_error("http: '%s' is not an IPv4 or IPv6 address", host);
+        return rc;
+    }
+    struct http_server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->loop = loop;
+    if (limits)
+        s->limits = *limits;
+    else
+        http_limits_default(&s->limits);
+    if (s->limits.header_bytes == 0)
+        s->limits.header_bytes = HTTP_HEADER_BYTES_DEFAULT;
+    if (s->limits.header_bytes < HEADER_BYTES_MIN)
+        s->limits.header_bytes = HEADER_BYTES_MIN;
+    if (s->limits.header_bytes > HEADER_BYTES_MAX)
+        s->limits.header_bytes = HEADER_BYTES_MAX;
+    s->rbuf_cap = s->limits.header_bytes + RBUF_SLACK;
+    if (s->rbuf_cap < RBUF_MIN)
+        s->rbuf_cap = RBUF_MIN;
+    s->handler = *handler;
+
+    llhttp_settings_init(&s->settings);
+    s->settings.on_message_begin = on_message_begin;
+    s->settings.on_method = on_method;
+    s->settings.on_url = on_url;
+    s->settings.on_header_field = on_header_field;
+    s->settings.on_header_value = on_header_value;
+    s->settings.on_header_value_complete = on_header_value_complete;
+    s->settings.on_headers_complete = on_headers_complete;
+    s->settings.on_body = on_body;
+    s->settings.on_message_complete = on_message_complete;
+
+    link_init(&s->conns);
+    link_init(&s->kicks);
+    for (int k = 0; k < TMO_N; k++)
+        link_init(&s->tmo[k]);
+
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    uv_idle_init(loop, &s->kick);
+    s->kick.data = s;
+    rc = uv_tcp_init(loop, &s->listener);
+    if (rc < 0) {
+        s->open_aux = 2;
+        goto err_close;
+    }
+    s->listener.data = s;
+    s->open_aux = 3;
+
+    rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&s->listener, LISTEN_BACKLOG, on_connection);
+    if (rc < 0)
+        goto err_listener;
+
+    struct sockaddr_storage bound;
+    int blen = sizeof(bound);
+    if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen) == 0)
+        s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                    : ((struct sockaddr_in *)&bound)->sin_port);
+    *out = s;
+    return 0;
+
+err_listener:
+    log_error("http: listen on %s:%u: %s", host, (unsigned)port, uv_strerror(rc));
+    uv_close((uv_handle_t *)&s->listener, on_aux_close);
+err_close:
+    /* Handles on the loop are freed in their close callbacks, with the server. */
+    s->draining = s->finishing = true;
+    uv_close((uv_handle_t *)&s->timer, on_aux_close);
+    uv_close((uv_handle_t *)&s->kick, on_aux_close);
+    return rc;
+}
+
+uint16_t http_server_port(const struct http_server *s)
+{
+    return s->port;
+}
+
+void http_server_stats(const struct http_server *s, struct http_stats *out)
+{
+    *out = s->stats;
+}
+
+void http_server_shutdown(struct http_server *s, void (*done)(void *data), void *data)
+{
+    if (!s || s->draining)
+        return;
+    s->draining = true;
+    s->done = done;
+    s->done_data = data;
+    uv_close((uv_handle_t *)&s->listener, on_aux_close);
+    /* Idle connections go now; the others close after their response
+     * (step_done and respond look at draining). conn_close_now unlinks
+     * nothing, so walking the list is safe; it aborts no request here. */
+    for (struct link *l = s->conns.next; l != &s->conns; l = l->next) {
+        struct conn *c = container_of(l, struct conn, link);
+        if (!c->closing && (c->state == C_HEAD || c->state == C_DISCARD))
+            conn_close_now(c);
+    }
+    server_maybe_finish(s);
+}
