@@ -1,1 +1,2148 @@
-/* sandbox/sandbox.c: being written */
+/* sandbox.c - the front door of sandbox.h and the generic core of both
+ * backends (see sandbox_internal.h for the model).
+ *
+ * Why uv_poll_t and recvmsg/sendmsg, not uv_pipe_open: a channel carries
+ * file descriptors both ways (the package mount and new channel ends out,
+ * pidfds in). libuv's pipe API sends an fd only as the fd of a uv_tcp_t,
+ * uv_pipe_t or uv_udp_t handle (uv_write2's send_handle), so a detached
+ * mount would have to pose as a pipe. On the receiving side it keeps
+ * received fds in a queue of "pending handles" meant to be uv_accept()ed
+ * into a stream handle: uv_pipe_pending_type calls a pidfd
+ * UV_UNKNOWN_HANDLE and there is no handle to accept it into. And the
+ * queue is kept apart from the bytes, so which frame an fd came with is
+ * lost as soon as one read spans two frames. So the channel is a plain
+ * non-blocking socket watched by uv_poll_t: reads never cross the frame
+ * being assembled, and fds are collected from each recvmsg's SCM_RIGHTS,
+ * so they belong to the frame whose bytes they arrived with (senders attach
+ * them to the first byte of the header).
+ */
+#include "sandbox/sandbox_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
+
+/* One frame waiting to be written (fds ride on its first byte). */
+struct sandbox__out {
+    TAILQ_ENTRY(sandbox__out) link;
+    uint8_t *data;
+    size_t len, off;
+    int fds[PROTO_MAX_FDS];
+    int n_fds;
+};
+
+/* One outstanding sandbox__expect. */
+struct sandbox__wait {
+    TAILQ_ENTRY(sandbox__wait) link;
+    struct sandbox *sb;
+    uint16_t type;
+    uint32_t id;
+    uint32_t timeout_ms;
+    sandbox__frame_cb cb;
+    void *data;
+    uv_timer_t timer;
+};
+
+/* One call in flight. */
+struct sandbox__inflight {
+    TAILQ_ENTRY(sandbox__inflight) link;
+    struct sandbox *sb;
+    uint32_t id;
+    uint32_t timeout_ms;
+    uint64_t sent_ns;
+    sandbox_result_cb cb;
+    void *data;
+    uv_timer_t timer;
+};
+
+struct sandbox__work {
+    uv_work_t req;
+    struct sandbox *sb;
+    sandbox__work_fn work;
+    sandbox__after_fn after;
+    void *ctx;
+};
+
+/* Bytes drained from a channel after its process died: enough for the last
+ * frames it wrote, bounded in case a descendant still holds the socket. */
+#define DRAIN_BUDGET (2 * ((size_t)PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD))
+
+static void chan_close(struct sandbox *sb);
+static void finish_death(struct sandbox *sb);
+static void fail_waits(struct sandbox *sb, int status);
+static void complete_calls(struct sandbox *sb, enum sandbox_error error, const char *detail);
+static void maybe_free(struct sandbox *sb);
+
+/* ---- names ---- */
+
+static const char *const kind_names[SANDBOX_KIND_COUNT] = {
+    [SANDBOX_CONTAINER] = "container",
+    [SANDBOX_MICROVM] = "microvm",
+};
+
+const char *sandbox_kind_name(enum sandbox_kind kind)
+{
+    if ((unsigned)kind >= SANDBOX_KIND_COUNT)
+        return "unknown";
+    return kind_names[kind];
+}
+
+int sandbox_kind_parse(const char *s, enum sandbox_kind *out)
+{
+    for (unsigned i = 0; s && i < SANDBOX_KIND_COUNT; i++) {
+        if (strcmp(s, kind_names[i]) == 0) {
+            *out = (enum sandbox_kind)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+int sandbox_error_http_status(enum sandbox_error e)
+{
+    switch (e) {
+    case SANDBOX_OK:
+        return 200;
+    case SANDBOX_ERR_TIMEOUT:
+        return 504;
+    case SANDBOX_ERR_OOM:
+    case SANDBOX_ERR_CRASH:
+    case SANDBOX_ERR_HANDLER:
+    case SANDBOX_ERR_BAD_OUTPUT:
+    case SANDBOX_ERR_TOO_LARGE:
+        return 502;
+    case SANDBOX_ERR_GONE:
+        return 503;
+    case SANDBOX_ERR_INTERNAL:
+        break;
+    }
+    return 500;
+}
+
+const char *sandbox_error_name(enum sandbox_error e)
+{
+    switch (e) {
+    case SANDBOX_OK:
+        return "ok";
+    case SANDBOX_ERR_TIMEOUT:
+        return "timeout";
+    case SANDBOX_ERR_OOM:
+        return "out_of_memory";
+    case SANDBOX_ERR_CRASH:
+        return "crash";
+    case SANDBOX_ERR_HANDLER:
+        return "handler_error";
+    case SANDBOX_ERR_BAD_OUTPUT:
+        return "bad_output";
+    case SANDBOX_ERR_TOO_LARGE:
+        return "too_large";
+    case SANDBOX_ERR_GONE:
+        return "gone";
+    case SANDBOX_ERR_INTERNAL:
+        break;
+    }
+    return "internal";
+}
+
+static const char *type_name(uint16_t type)
+{
+    switch (type) {
+    case PROTO_LOAD:
+        return "LOAD";
+    case PROTO_INVOKE:
+        return "INVOKE";
+    case PROTO_FORK:
+        return "FORK";
+    case PROTO_RESET:
+        return "RESET";
+    case PROTO_SHUTDOWN:
+        return "SHUTDOWN";
+    case PROTO_HELLO:
+        return "HELLO";
+    case PROTO_LOADED:
+        return "LOADED";
+    case PROTO_RESPONSE:
+        return "RESPONSE";
+    case PROTO_FAILED:
+        return "FAILED";
+    case PROTO_FORKED:
+        return "FORKED";
+    case PROTO_LOG:
+        return "LOG";
+    case PROTO_EXITED:
+        return "EXITED";
+    case PROTO_RESET_DONE:
+        return "RESET_DONE";
+    }
+    return "?";
+}
+
+void sandbox__describe_status(int wait_status, char *buf, size_t size)
+{
+    if (WIFEXITED(wait_status)) {
+        snprintf(buf, size, "exited with status %d", WEXITSTATUS(wait_status));
+    } else if (WIFSIGNALED(wait_status)) {
+        int sig = WTERMSIG(wait_status);
+        const char *abbrev = sigabbrev_np(sig);
+        if (abbrev)
+            snprintf(buf, size, "killed by signal %d (SIG%s)", sig, abbrev);
+        else
+            snprintf(buf, size, "killed by signal %d", sig);
+    } else {
+        snprintf(buf, size, "ended with wait status 0x%x", (unsigned)wait_status);
+    }
+}
+
+/* Copy untrusted bytes into a C string fit for logs and JSON details:
+ * printable ASCII only, truncated. */
+static void sanitize(char *dst, size_t size, const char *src, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 1 < size; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+    }
+    dst[n] = '\0';
+}
+
+/* ---- the backend object ---- */
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void config_free(struct sandbox_config *c)
+{
+    free((char *)c->state_dir);
+    free((char *)c->agent_path);
+    free((char *)c->vmm_path);
+}
+
+int sandbox__backend_open(const struct sandbox_ops *ops, enum sandbox_kind kind, uv_loop_t *loop,
+                          const struct sandbox_config *cfg, struct sandbox_backend **out,
+                          struct ember_error *err)
+{
+    *out = NULL;
+    struct sandbox_backend *be = calloc(1, sizeof(*be));
+    if (!be)
+        return ember_error_set(err, -ENOMEM, "sandbox backend: out of memory");
+    be->ops = ops;
+    be->kind = kind;
+    be->loop = loop;
+    be->cfg = *cfg;
+    be->cfg.state_dir = dup_or_null(cfg->state_dir);
+    be->cfg.agent_path = dup_or_null(cfg->agent_path);
+    be->cfg.vmm_path = dup_or_null(cfg->vmm_path);
+    if ((cfg->state_dir && !be->cfg.state_dir) || (cfg->agent_path && !be->cfg.agent_path) ||
+        (cfg->vmm_path && !be->cfg.vmm_path)) {
+        config_free(&be->cfg);
+        free(be);
+        return ember_error_set(err, -ENOMEM, "sandbox backend: out of memory");
+    }
+    /* The documented defaults, so that a zeroed knob means "default". */
+    if (!be->cfg.pids_max)
+        be->cfg.pids_max = 64;
+    if (!be->cfg.stem_memory_mb)
+        be->cfg.stem_memory_mb = MANIFEST_MEMORY_MB_DEFAULT;
+    if (!be->cfg.tmp_size_mb)
+        be->cfg.tmp_size_mb = 64;
+    if (!be->cfg.cpu_quota_pct)
+        be->cfg.cpu_quota_pct = 100;
+    if (!be->cfg.uid_base)
+        be->cfg.uid_base = 1000000000u;
+    if (!be->cfg.uid_count)
+        be->cfg.uid_count = 65536;
+
+    if (ops->backend_init) {
+        int r = ops->backend_init(be, err);
+        if (r < 0) {
+            config_free(&be->cfg);
+            free(be);
+            return r;
+        }
+    }
+    *out = be;
+    return 0;
+}
+
+static void backend_finish(struct sandbox_backend *be)
+{
+    if (be->ops->backend_destroy)
+        be->ops->backend_destroy(be);
+    config_free(&be->cfg);
+    free(be);
+}
+
+void sandbox_backend_close(struct sandbox_backend *be)
+{
+    if (!be)
+        return;
+    /* Destroyed sandboxes may still be releasing (cgroup removal on the
+     * thread pool, a child being reaped): the backend outlives them and is
+     * finished by the last one, as the loop keeps running. */
+    be->closing = true;
+    if (be->n_sandboxes == 0)
+        backend_finish(be);
+    else
+        log_debug("sandbox: backend %s waits for %zu sandboxes to be released", be->ops->name,
+                  be->n_sandboxes);
+}
+
+/* ---- allocation, holds, free ---- */
+
+static struct sandbox *sandbox_alloc(struct sandbox_backend *be)
+{
+    struct sandbox *sb = calloc(1, sizeof(*sb));
+    if (!sb)
+        return NULL;
+    sb->ops = be->ops;
+    sb->backend = be;
+    sb->loop = be->loop;
+    sb->kind = be->kind;
+    sb->role = SANDBOX_ROLE_STEM;
+    sb->id = ++be->next_id;
+    sb->concurrency = 1;
+    sb->chan_fd = -1;
+    sb->pidfd = -1;
+    LIST_INIT(&sb->children);
+    TAILQ_INIT(&sb->outq);
+    TAILQ_INIT(&sb->calls);
+    TAILQ_INIT(&sb->waits);
+    be->n_sandboxes++;
+    return sb;
+}
+
+static void sandbox_free(struct sandbox *sb)
+{
+    struct sandbox_backend *be = sb->backend;
+    free(sb->rx_payload);
+    for (int i = 0; i < sb->rx_n_fds; i++)
+        close(sb->rx_fds[i]);
+    free(sb);
+    if (--be->n_sandboxes == 0 && be->closing)
+        backend_finish(be);
+}
+
+static void maybe_free(struct sandbox *sb)
+{
+    if (sb->destroyed && sb->handles == 0 && sb->holds == 0)
+        sandbox_free(sb);
+}
+
+void sandbox__hold(struct sandbox *sb)
+{
+    sb->holds++;
+}
+
+void sandbox__release(struct sandbox *sb)
+{
+    sb->holds--;
+    maybe_free(sb);
+}
+
+bool sandbox__destroyed(const struct sandbox *sb)
+{
+    return sb->destroyed;
+}
+
+bool sandbox__alive(const struct sandbox *sb)
+{
+    return !sb->destroyed && !sb->killed && !sb->exited;
+}
+
+void sandbox__set_error(struct sandbox *sb, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sb->last_error, sizeof(sb->last_error), fmt, ap);
+    va_end(ap);
+    log_warn("sandbox %" PRIu64 ": %s", sb->id, sb->last_error);
+}
+
+static void on_work(uv_work_t *req)
+{
+    struct sandbox__work *w = req->data;
+    w->work(w->ctx);
+}
+
+static void on_work_done(uv_work_t *req, int status)
+{
+    struct sandbox__work *w = req->data;
+    struct sandbox *sb = w->sb;
+    /* Never cancelled (we do not call uv_cancel), so after always runs. */
+    w->after(sb, w->ctx);
+    free(w);
+    sandbox__release(sb);
+}
+
+int sandbox__queue_work(struct sandbox *sb, sandbox__work_fn work, sandbox__after_fn after,
+                        void *ctx)
+{
+    struct sandbox__work *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->sb = sb;
+    w->work = work;
+    w->after = after;
+    w->ctx = ctx;
+    w->req.data = w;
+    int r = uv_queue_work(sb->loop, &w->req, on_work, on_work_done);
+    if (r < 0) {
+        free(w);
+        return r;
+    }
+    sandbox__hold(sb);
+    return 0;
+}
+
+/* ---- the process ---- */
+
+static void signal_kill(struct sandbox *sb)
+{
+    if (sb->pidfd < 0 || sb->exited)
+        return;
+    if (pidfd_send_signal(sb->pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH)
+        log_warn("sandbox %" PRIu64 ": pidfd_send_signal: %s", sb->id, strerror(errno));
+}
+
+static void on_pid_closed(uv_handle_t *h)
+{
+    struct sandbox *sb = h->data;
+    if (sb->pidfd >= 0)
+        close(sb->pidfd);
+    sb->pidfd = -1;
+    sb->handles--;
+    maybe_free(sb);
+}
+
+static void pid_close(struct sandbox *sb)
+{
+    if (!sb->pid_open)
+        return;
+    sb->pid_open = false;
+    uv_close((uv_handle_t *)&sb->pid_poll, on_pid_closed);
+}
+
+/* Collect a direct child's status without blocking. 1 reaped, 0 not yet. */
+static int reap(struct sandbox *sb)
+{
+    if (!sb->direct_child || sb->reaped)
+        return 1;
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    if (waitid((idtype_t)P_PIDFD, (id_t)sb->pidfd, &si, WEXITED | WNOHANG) < 0) {
+        if (errno == EINTR)
+            return 0;
+        /* ECHILD: not ours after all (a spawner that double-forks); the
+         * exit is still real, only its status is unknown. */
+        log_debug("sandbox %" PRIu64 ": waitid: %s", sb->id, strerror(errno));
+        sb->reaped = true;
+        return 1;
+    }
+    if (si.si_pid == 0)
+        return 0;
+    sb->reaped = true;
+    if (!sb->have_status) {
+        sb->have_status = true;
+        sb->wait_status = si.si_code == CLD_EXITED
+                              ? (si.si_status & 0xff) << 8
+                              : (si.si_status & 0x7f) | (si.si_code == CLD_DUMPED ? 0x80 : 0);
+    }
+    return 1;
+}
+
+static int read_frames(struct sandbox *sb, size_t budget);
+
+static void on_exit_timer_closed(uv_handle_t *h)
+{
+    struct sandbox *sb = h->data;
+    sb->handles--;
+    maybe_free(sb);
+}
+
+static void exit_timer_close(struct sandbox *sb)
+{
+    if (!sb->exit_timer_open)
+        return;
+    sb->exit_timer_open = false;
+    uv_close((uv_handle_t *)&sb->exit_timer, on_exit_timer_closed);
+}
+
+static void on_exit_grace(uv_timer_t *t)
+{
+    struct sandbox *sb = t->data;
+    finish_death(sb);
+}
+
+/* Did the backend's stats count an OOM kill since the sandbox became ready? */
+static bool oom_seen(struct sandbox *sb)
+{
+    if (!sb->ops->stats || !sb->have_oom_base)
+        return false;
+    struct sandbox_stats st;
+    if (sb->ops->stats(sb, &st) < 0)
+        return false;
+    if (st.oom_kills > sb->oom_base) {
+        sb->oom_base = st.oom_kills;
+        return true;
+    }
+    return false;
+}
+
+static void on_pid_event(uv_poll_t *h, int status, int events)
+{
+    struct sandbox *sb = h->data;
+    if (status == 0 && !reap(sb))
+        return; /* readable but not yet waitable: the poll fires again */
+    if (status < 0)
+        log_warn("sandbox %" PRIu64 ": pidfd poll: %s", sb->id, uv_strerror(status));
+    sb->exited = true;
+    pid_close(sb);
+    if (sb->destroyed || sb->death_done)
+        return;
+
+    log_debug("sandbox %" PRIu64 ": process %d exited", sb->id, (int)sb->pid);
+    sandbox__hold(sb);
+    /* The channel may still hold what the process wrote last (an answer, the
+     * crash frame of its signal handler): read it before judging. */
+    if (sb->chan_open) {
+        int r = read_frames(sb, DRAIN_BUDGET);
+        (void)r;
+    }
+    if (!sb->destroyed && !sb->death_done) {
+        /* An instance is not our child: its status comes from its zygote's
+         * PROTO_EXITED, which may trail the pidfd. Wait for it briefly when
+         * nothing else can explain the death of a call. */
+        bool wait_status = sb->n_calls > 0 && !sb->have_status && !sb->killed &&
+                           !sb->crash_detail[0] && sb->zygote && sandbox__alive(sb->zygote);
+        if (wait_status && uv_timer_init(sb->loop, &sb->exit_timer) == 0) {
+            sb->exit_timer.data = sb;
+            sb->exit_timer_open = true;
+            sb->handles++;
+            uv_timer_start(&sb->exit_timer, on_exit_grace, SANDBOX_EXIT_STATUS_GRACE_MS, 0);
+        } else {
+            finish_death(sb);
+        }
+    }
+    sandbox__release(sb);
+}
+
+/* The process is gone: explain it, fail what was pending, tell the owner. */
+static void finish_death(struct sandbox *sb)
+{
+    if (sb->death_done || sb->destroyed)
+        return;
+    sb->death_done = true;
+    exit_timer_close(sb);
+
+    enum sandbox_error error = SANDBOX_ERR_CRASH;
+    char why[256];
+    if (sb->killed) {
+        snprintf(why, sizeof(why), "%s", sb->kill_reason);
+    } else if (oom_seen(sb)) {
+        error = SANDBOX_ERR_OOM;
+        snprintf(why, sizeof(why), "out of memory");
+    } else if (sb->crash_detail[0]) {
+        snprintf(why, sizeof(why), "%s", sb->crash_detail);
+    } else if (sb->have_status) {
+        sandbox__describe_status(sb->wait_status, why, sizeof(why));
+    } else if (sb->zygote_gone) {
+        snprintf(why, sizeof(why), "died with its zygote");
+    } else {
+        snprintf(why, sizeof(why), "died (status unknown)");
+    }
+    snprintf(sb->last_error, sizeof(sb->last_error), "%s", why);
+    struct sandbox *child;
+    LIST_FOREACH(child, &sb->children, sibling)
+    {
+        child->zygote_gone = true;
+    }
+    if (sb->killed) /* the kill was logged with its reason */
+        log_debug("sandbox %" PRIu64 " (pid %d): gone", sb->id, (int)sb->pid);
+    else
+        log_info("sandbox %" PRIu64 " (pid %d): %s", sb->id, (int)sb->pid, why);
+
+    sandbox__hold(sb);
+    complete_calls(sb, error, why);
+    fail_waits(sb, -ECHILD);
+    chan_close(sb);
+    if (!sb->destroyed && sb->events.on_exit)
+        sb->events.on_exit(sb, why, sb->events.data);
+    sandbox__release(sb);
+}
+
+/* A zygote reported the wait status of one of its children. */
+static void child_exited(struct sandbox *zygote, uint32_t ns_pid, uint32_t wait_status)
+{
+    struct sandbox *child;
+    LIST_FOREACH(child, &zygote->children, sibling)
+    {
+        if (child->ns_pid > 0 && (uint32_t)child->ns_pid == ns_pid)
+            break;
+    }
+    if (!child) {
+        log_debug("sandbox %" PRIu64 ": EXITED for unknown pid %u", zygote->id, ns_pid);
+        return;
+    }
+    if (!child->have_status) {
+        child->have_status = true;
+        child->wait_status = (int)wait_status;
+    }
+    if (child->exit_timer_open)
+        finish_death(child);
+}
+
+/* ---- the channel: writing ---- */
+
+static void on_chan_event(uv_poll_t *h, int status, int events);
+
+static void out_free(struct sandbox__out *o)
+{
+    for (int i = 0; i < o->n_fds; i++)
+        close(o->fds[i]);
+    free(o->data);
+    free(o);
+}
+
+static void chan_update(struct sandbox *sb)
+{
+    if (!sb->chan_open)
+        return;
+    int want = UV_READABLE | (TAILQ_EMPTY(&sb->outq) ? 0 : UV_WRITABLE);
+    if (want != sb->chan_events) {
+        sb->chan_events = want;
+        uv_poll_start(&sb->chan_poll, want, on_chan_event);
+    }
+}
+
+static void on_chan_closed(uv_handle_t *h)
+{
+    struct sandbox *sb = h->data;
+    struct sandbox__out *o;
+    while ((o = TAILQ_FIRST(&sb->outq))) {
+        TAILQ_REMOVE(&sb->outq, o, link);
+        out_free(o);
+    }
+    close(sb->chan_fd);
+    sb->chan_fd = -1;
+    free(sb->rx_payload);
+    sb->rx_payload = NULL;
+    for (int i = 0; i < sb->rx_n_fds; i++)
+        close(sb->rx_fds[i]);
+    sb->rx_n_fds = 0;
+    sb->handles--;
+    maybe_free(sb);
+}
+
+/* Stop talking to the sandbox. The handle closes; the fd and buffers go in
+ * its close callback. */
+static void chan_close(struct sandbox *sb)
+{
+    if (!sb->chan_open)
+        return;
+    sb->chan_open = false;
+    uv_close((uv_handle_t *)&sb->chan_poll, on_chan_closed);
+}
+
+/* The channel broke (EOF, error): a sandbox that cannot talk is of no use.
+ * Kill it but leave the verdict on its calls to the death handler, which
+ * knows more (OOM counter, wait status) than a closed socket does. */
+static void chan_lost(struct sandbox *sb, int err)
+{
+    log_debug("sandbox %" PRIu64 ": channel lost: %s", sb->id,
+              err ? strerror(-err) : "end of file");
+    chan_close(sb);
+    signal_kill(sb);
+}
+
+/* Write what is queued until the socket is full. */
+static void flush(struct sandbox *sb)
+{
+    struct sandbox__out *o;
+    while (sb->chan_open && (o = TAILQ_FIRST(&sb->outq))) {
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(sizeof(int) * PROTO_MAX_FDS)];
+        } ctl;
+        struct iovec iov = {.iov_base = o->data + o->off, .iov_len = o->len - o->off};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+        if (o->off == 0 && o->n_fds > 0) {
+            memset(&ctl, 0, sizeof(ctl));
+            msg.msg_control = ctl.buf;
+            msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)o->n_fds);
+            struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)o->n_fds);
+            memcpy(CMSG_DATA(c), o->fds, sizeof(int) * (size_t)o->n_fds);
+        }
+        ssize_t n = sendmsg(sb->chan_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            /* The sandbox stopped reading (it is dying, or hostile). Stop
+             * writing and kill it, but keep reading: its last frames (an
+             * answer, its crash report) are still worth having, and this may
+             * run inside a dispatch, where reading must not nest. */
+            log_debug("sandbox %" PRIu64 ": write: %s", sb->id, strerror(errno));
+            sb->chan_wbroken = true;
+            while ((o = TAILQ_FIRST(&sb->outq))) {
+                TAILQ_REMOVE(&sb->outq, o, link);
+                out_free(o);
+            }
+            signal_kill(sb);
+            break;
+        }
+        if (o->off == 0) {
+            /* The fds went with these bytes; our copies are done. */
+            for (int i = 0; i < o->n_fds; i++)
+                close(o->fds[i]);
+            o->n_fds = 0;
+        }
+        o->off += (size_t)n;
+        if (o->off == o->len) {
+            TAILQ_REMOVE(&sb->outq, o, link);
+            out_free(o);
+        }
+    }
+    chan_update(sb);
+}
+
+int sandbox__send(struct sandbox *sb, struct proto_buf *frame, int *fds, int n_fds)
+{
+    if (n_fds < 0 || n_fds > PROTO_MAX_FDS || !frame->data || frame->len < PROTO_HDR_SIZE) {
+        for (int i = 0; i < n_fds && i < PROTO_MAX_FDS; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        proto_buf_free(frame);
+        return -EINVAL;
+    }
+    struct sandbox__out *o = calloc(1, sizeof(*o));
+    if (!o) {
+        for (int i = 0; i < n_fds; i++)
+            close(fds[i]);
+        proto_buf_free(frame);
+        return -ENOMEM;
+    }
+    o->data = frame->data;
+    o->len = frame->len;
+    proto_buf_init(frame);
+    for (int i = 0; i < n_fds; i++) {
+        o->fds[i] = fds[i];
+        fds[i] = -1;
+    }
+    o->n_fds = n_fds;
+
+    if (!sb->attached) {
+        out_free(o);
+        return -ENOTCONN;
+    }
+    if (!sb->chan_open || sb->chan_wbroken || sb->destroyed || sb->killed) {
+        out_free(o);
+        return -ESRCH;
+    }
+    bool was_empty = TAILQ_EMPTY(&sb->outq);
+    TAILQ_INSERT_TAIL(&sb->outq, o, link);
+    /* Write at once when nothing is ahead; a failure here is handled as a
+     * lost channel (the frame was accepted). */
+    if (was_empty)
+        flush(sb);
+    return 0;
+}
+
+/* ---- the channel: reading and dispatch ---- */
+
+static void bad_frame(struct sandbox *sb, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void bad_frame(struct sandbox *sb, const char *fmt, ...)
+{
+    char what[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    log_warn("sandbox %" PRIu64 " (pid %d): bad frame: %s", sb->id, (int)sb->pid, what);
+    sandbox__kill(sb, SANDBOX_ERR_BAD_OUTPUT, "bad frame from sandbox: %s", what);
+}
+
+/* Payload shapes of the small sandbox -> emberd frames. Each decoder
+ * consumes the whole payload or fails. */
+struct loaded_msg {
+    uint32_t status;
+    struct proto_str message;
+    uint64_t init_ns;
+};
+struct failed_msg {
+    uint32_t reason;
+    struct proto_str message;
+};
+struct forked_msg {
+    uint32_t status, pid;
+};
+struct exited_msg {
+    uint32_t pid, status;
+};
+struct reset_done_msg {
+    uint32_t status;
+    uint64_t reset_ns;
+};
+struct log_msg {
+    uint32_t stream;
+    const char *line;
+    size_t len;
+};
+
+static int decode_loaded(const uint8_t *p, size_t len, struct loaded_msg *m)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_u32(&r, &m->status) < 0 || proto_get_bytes(&r, &m->message) < 0 ||
+        proto_get_u64(&r, &m->init_ns) < 0 || r.left)
+        return -EBADMSG;
+    return 0;
+}
+
+static int decode_failed(const uint8_t *p, size_t len, struct failed_msg *m)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_u32(&r, &m->reason) < 0 || proto_get_bytes(&r, &m->message) < 0 || r.left)
+        return -EBADMSG;
+    return 0;
+}
+
+static int decode_forked(const uint8_t *p, size_t len, struct forked_msg *m)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_u32(&r, &m->status) < 0 || proto_get_u32(&r, &m->pid) < 0 || r.left)
+        return -EBADMSG;
+    return 0;
+}
+
+static int decode_exited(const uint8_t *p, size_t len, struct exited_msg *m)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_u32(&r, &m->pid) < 0 || proto_get_u32(&r, &m->status) < 0 || r.left)
+        return -EBADMSG;
+    return 0;
+}
+
+static int decode_reset_done(const uint8_t *p, size_t len, struct reset_done_msg *m)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_u32(&r, &m->status) < 0 || proto_get_u64(&r, &m->reset_ns) < 0 || r.left)
+        return -EBADMSG;
+    return 0;
+}
+
+/* PROTO_LOG: u32 stream, then the line's bytes (the rest of the payload). */
+static int decode_log(const uint8_t *p, size_t len, struct log_msg *m)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_u32(&r, &m->stream) < 0)
+        return -EBADMSG;
+    if (m->stream != 1 && m->stream != 2)
+        return -EBADMSG;
+    if (r.left > PROTO_LOG_LINE_MAX)
+        return -EMSGSIZE;
+    m->line = (const char *)r.p;
+    m->len = r.left;
+    return 0;
+}
+
+static int parse_u32(struct proto_str s, uint32_t *out)
+{
+    if (s.len == 0 || s.len > 10)
+        return -EINVAL;
+    uint64_t v = 0;
+    for (uint32_t i = 0; i < s.len; i++) {
+        if (s.p[i] < '0' || s.p[i] > '9')
+            return -EINVAL;
+        v = v * 10 + (uint64_t)(s.p[i] - '0');
+    }
+    if (v > UINT32_MAX)
+        return -EINVAL;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* HELLO: strings with "version" == PROTO_VERSION and optionally "pid". */
+static int check_hello(struct sandbox *sb, const uint8_t *p, size_t len)
+{
+    static struct proto_pair pairs[PROTO_MAX_PAIRS]; /* loop thread only */
+    uint32_t n;
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_pairs(&r, pairs, PROTO_MAX_PAIRS, &n) < 0 || r.left) {
+        bad_frame(sb, "HELLO does not decode");
+        return -EBADMSG;
+    }
+    bool version_ok = false;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t v;
+        if (proto_str_eq(pairs[i].key, "version")) {
+            if (parse_u32(pairs[i].value, &v) < 0 || v != PROTO_VERSION) {
+                char got[32];
+                sanitize(got, sizeof(got), pairs[i].value.p, pairs[i].value.len);
+                bad_frame(sb, "HELLO: protocol version '%s', emberd speaks %d", got, PROTO_VERSION);
+                return -EPROTO;
+            }
+            version_ok = true;
+        } else if (proto_str_eq(pairs[i].key, "pid")) {
+            if (parse_u32(pairs[i].value, &v) < 0 || v == 0 || v > INT32_MAX) {
+                bad_frame(sb, "HELLO: bad pid");
+                return -EBADMSG;
+            }
+            sb->ns_pid = (pid_t)v;
+        }
+    }
+    if (!version_ok) {
+        bad_frame(sb, "HELLO without a protocol version");
+        return -EPROTO;
+    }
+    return 0;
+}
+
+/* RFC 9110 token characters, for header names. */
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return true;
+    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static bool header_ok(const struct proto_pair *h)
+{
+    if (h->key.len == 0)
+        return false;
+    for (uint32_t i = 0; i < h->key.len; i++)
+        if (!is_tchar((unsigned char)h->key.p[i]))
+            return false;
+    for (uint32_t i = 0; i < h->value.len; i++) {
+        unsigned char c = (unsigned char)h->value.p[i];
+        if (c == '\r' || c == '\n' || c == '\0')
+            return false;
+    }
+    return true;
+}
+
+static struct sandbox__inflight *find_call(struct sandbox *sb, uint32_t id)
+{
+    struct sandbox__inflight *c;
+    TAILQ_FOREACH(c, &sb->calls, link)
+    {
+        if (c->id == id)
+            return c;
+    }
+    return NULL;
+}
+
+static void on_call_closed(uv_handle_t *h)
+{
+    struct sandbox__inflight *c = h->data;
+    struct sandbox *sb = c->sb;
+    free(c);
+    sb->handles--;
+    maybe_free(sb);
+}
+
+/* Take @c out of the table and give its owner @res. */
+static void call_complete(struct sandbox *sb, struct sandbox__inflight *c,
+                          struct sandbox_result *res)
+{
+    TAILQ_REMOVE(&sb->calls, c, link);
+    sb->n_calls--;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_call_closed);
+    res->run_ns = ember_now_ns() - c->sent_ns;
+    c->cb(sb, res, c->data);
+}
+
+static void call_fail(struct sandbox *sb, struct sandbox__inflight *c, enum sandbox_error error,
+                      const char *detail)
+{
+    struct sandbox_result res;
+    memset(&res, 0, sizeof(res));
+    res.error = error;
+    res.status = sandbox_error_http_status(error);
+    snprintf(res.detail, sizeof(res.detail), "%s", detail);
+    call_complete(sb, c, &res);
+}
+
+/* Fail every call in flight. A callback may destroy the sandbox, which
+ * fails the rest itself: take one at a time from the head. */
+static void complete_calls(struct sandbox *sb, enum sandbox_error error, const char *detail)
+{
+    struct sandbox__inflight *c;
+    while ((c = TAILQ_FIRST(&sb->calls)))
+        call_fail(sb, c, error, detail);
+}
+
+static void on_response(struct sandbox *sb, const struct proto_hdr *h, const uint8_t *payload)
+{
+    struct sandbox__inflight *c = find_call(sb, h->id);
+    if (!c) {
+        bad_frame(sb, "RESPONSE for call %" PRIu32 ", which is not in flight", h->id);
+        return;
+    }
+    struct proto_response pr;
+    if (proto_response_decode(payload, h->len, &pr) < 0) {
+        bad_frame(sb, "RESPONSE does not decode");
+        return;
+    }
+    if (pr.status < 100 || pr.status > 599) {
+        bad_frame(sb, "RESPONSE status %" PRIu32, pr.status);
+        return;
+    }
+    struct sandbox_header headers[PROTO_MAX_PAIRS];
+    for (uint32_t i = 0; i < pr.n_headers; i++) {
+        if (!header_ok(&pr.headers[i])) {
+            bad_frame(sb, "RESPONSE header %" PRIu32 " is not a valid HTTP header", i);
+            return;
+        }
+        headers[i] = (struct sandbox_header){.name = pr.headers[i].key.p,
+                                             .name_len = pr.headers[i].key.len,
+                                             .value = pr.headers[i].value.p,
+                                             .value_len = pr.headers[i].value.len};
+    }
+    if (pr.body.len > SANDBOX_RESPONSE_MAX) {
+        /* Well-formed, only too big: the call fails, the sandbox lives. */
+        char detail[96];
+        snprintf(detail, sizeof(detail), "response body over %u bytes", SANDBOX_RESPONSE_MAX);
+        call_fail(sb, c, SANDBOX_ERR_TOO_LARGE, detail);
+        return;
+    }
+    struct sandbox_result res;
+    memset(&res, 0, sizeof(res));
+    res.error = SANDBOX_OK;
+    res.status = (int)pr.status;
+    res.headers = headers;
+    res.n_headers = pr.n_headers;
+    res.body = pr.body.p;
+    res.body_len = pr.body.len;
+    call_complete(sb, c, &res);
+}
+
+static void on_failed(struct sandbox *sb, const struct proto_hdr *h, const uint8_t *payload)
+{
+    struct sandbox__inflight *c = find_call(sb, h->id);
+    if (!c) {
+        bad_frame(sb, "FAILED for call %" PRIu32 ", which is not in flight", h->id);
+        return;
+    }
+    struct failed_msg m;
+    if (decode_failed(payload, h->len, &m) < 0) {
+        bad_frame(sb, "FAILED does not decode");
+        return;
+    }
+    char msg[256];
+    sanitize(msg, sizeof(msg), m.message.p, m.message.len);
+    enum sandbox_error error;
+    const char *fallback;
+    switch (m.reason) {
+    case PROTO_FAIL_HANDLER:
+        error = SANDBOX_ERR_HANDLER;
+        fallback = "handler failed";
+        break;
+    case PROTO_FAIL_BAD_OUTPUT:
+        error = SANDBOX_ERR_BAD_OUTPUT;
+        fallback = "bad output from the function";
+        break;
+    case PROTO_FAIL_TOO_LARGE:
+        error = SANDBOX_ERR_TOO_LARGE;
+        fallback = "response too large";
+        break;
+    case PROTO_FAIL_CRASH:
+        /* The crash frame of a dying instance, or an exec child that died.
+         * An OOM kill explains it better than the signal does; otherwise
+         * the message also explains the process's own death if it follows. */
+        fallback = "crashed";
+        snprintf(sb->crash_detail, sizeof(sb->crash_detail), "%s", msg[0] ? msg : fallback);
+        if (oom_seen(sb)) {
+            call_fail(sb, c, SANDBOX_ERR_OOM, "out of memory");
+            return;
+        }
+        error = SANDBOX_ERR_CRASH;
+        break;
+    case PROTO_FAIL_INTERNAL:
+        error = SANDBOX_ERR_INTERNAL;
+        fallback = "internal error in the sandbox";
+        break;
+    default:
+        bad_frame(sb, "FAILED with unknown reason %" PRIu32, m.reason);
+        return;
+    }
+    call_fail(sb, c, error, msg[0] ? msg : fallback);
+}
+
+static struct sandbox__wait *find_wait(struct sandbox *sb, const struct proto_hdr *h)
+{
+    struct sandbox__wait *w;
+    TAILQ_FOREACH(w, &sb->waits, link)
+    {
+        if (w->type == h->type && (w->id == SANDBOX__ANY_ID || w->id == h->id))
+            return w;
+    }
+    return NULL;
+}
+
+static void on_wait_closed(uv_handle_t *h)
+{
+    struct sandbox__wait *w = h->data;
+    struct sandbox *sb = w->sb;
+    free(w);
+    sb->handles--;
+    maybe_free(sb);
+}
+
+static void wait_complete(struct sandbox *sb, struct sandbox__wait *w, int status,
+                          struct sandbox__frame *f)
+{
+    TAILQ_REMOVE(&sb->waits, w, link);
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, on_wait_closed);
+    w->cb(sb, status, f, w->data);
+}
+
+static void fail_waits(struct sandbox *sb, int status)
+{
+    struct sandbox__wait *w;
+    while ((w = TAILQ_FIRST(&sb->waits)))
+        wait_complete(sb, w, status, NULL);
+}
+
+/* Check and act on one whole frame. @f's fds not taken are closed by the
+ * caller. */
+static void dispatch(struct sandbox *sb, struct sandbox__frame *f)
+{
+    const struct proto_hdr *h = &f->hdr;
+    const uint8_t *p = f->payload;
+
+    if (!sb->hello_seen && h->type != PROTO_HELLO) {
+        bad_frame(sb, "first frame is %s, not HELLO", type_name(h->type));
+        return;
+    }
+    if (f->n_fds > 0 && h->type != PROTO_FORKED) {
+        bad_frame(sb, "%s carries file descriptors", type_name(h->type));
+        return;
+    }
+
+    switch (h->type) {
+    case PROTO_HELLO: {
+        if (sb->hello_seen) {
+            bad_frame(sb, "second HELLO");
+            return;
+        }
+        if (check_hello(sb, p, h->len) < 0)
+            return;
+        sb->hello_seen = true;
+        struct sandbox__wait *w = find_wait(sb, h);
+        if (w)
+            wait_complete(sb, w, 0, f);
+        return;
+    }
+    case PROTO_RESPONSE:
+        on_response(sb, h, p);
+        return;
+    case PROTO_FAILED:
+        on_failed(sb, h, p);
+        return;
+    case PROTO_LOG: {
+        struct log_msg m;
+        int r = decode_log(p, h->len, &m);
+        if (r < 0) {
+            bad_frame(sb, "LOG %s", r == -EMSGSIZE ? "line too long" : "does not decode");
+            return;
+        }
+        if (!sb->destroyed && sb->events.on_log)
+            sb->events.on_log(sb, (int)m.stream, m.line, m.len, sb->events.data);
+        return;
+    }
+    case PROTO_EXITED: {
+        struct exited_msg m;
+        if (decode_exited(p, h->len, &m) < 0) {
+            bad_frame(sb, "EXITED does not decode");
+            return;
+        }
+        child_exited(sb, m.pid, m.status);
+        return;
+    }
+    case PROTO_LOADED:
+    case PROTO_FORKED:
+    case PROTO_RESET_DONE: {
+        /* Answers: valid only as the answer something waits for. */
+        int r;
+        struct loaded_msg lm;
+        struct forked_msg fm;
+        struct reset_done_msg rm;
+        if (h->type == PROTO_LOADED)
+            r = decode_loaded(p, h->len, &lm);
+        else if (h->type == PROTO_RESET_DONE)
+            r = decode_reset_done(p, h->len, &rm);
+        else
+            r = decode_forked(p, h->len, &fm);
+        if (r < 0) {
+            bad_frame(sb, "%s does not decode", type_name(h->type));
+            return;
+        }
+        if (h->type == PROTO_FORKED && f->n_fds != (fm.status == 0 ? 1 : 0)) {
+            bad_frame(sb, "FORKED with status %" PRIu32 " carries %d fds", fm.status, f->n_fds);
+            return;
+        }
+        struct sandbox__wait *w = find_wait(sb, h);
+        if (!w) {
+            bad_frame(sb, "unexpected %s (id %" PRIu32 ")", type_name(h->type), h->id);
+            return;
+        }
+        wait_complete(sb, w, 0, f);
+        return;
+    }
+    default:
+        /* emberd -> sandbox types coming back, or anything proto_hdr_check
+         * would let through later without this switch knowing it. */
+        bad_frame(sb, "%s is not a frame a sandbox sends", type_name(h->type));
+        return;
+    }
+}
+
+/* Read and dispatch frames until the socket is empty or @budget bytes have
+ * been read. Reads never cross the frame being assembled, so fds received
+ * belong to it. Returns 0 (would block or budget spent) or -errno when the
+ * channel is lost (-ECONNRESET on EOF); the caller handles the loss. */
+static int read_frames(struct sandbox *sb, size_t budget)
+{
+    while (sb->chan_open && !sb->killed && budget > 0) {
+        uint8_t *dst;
+        size_t want;
+        if (sb->rx_hdr_got < PROTO_HDR_SIZE) {
+            dst = sb->rx_hdr_raw + sb->rx_hdr_got;
+            want = PROTO_HDR_SIZE - sb->rx_hdr_got;
+        } else {
+            want = sb->rx_hdr.len - sb->rx_payload_got;
+            /* The payload buffer grows with what arrives, so a header that
+             * only claims 6 MiB costs nothing until the bytes come. */
+            size_t need = sb->rx_payload_got + (want < (64u << 10) ? want : (64u << 10));
+            if (need > sb->rx_payload_cap) {
+                size_t cap = sb->rx_payload_cap ? sb->rx_payload_cap : 4096;
+                while (cap < need)
+                    cap *= 2;
+                if (cap > sb->rx_hdr.len)
+                    cap = sb->rx_hdr.len;
+                uint8_t *np = realloc(sb->rx_payload, cap ? cap : 1);
+                if (!np) {
+                    sandbox__kill(sb, SANDBOX_ERR_INTERNAL, "out of memory reading a frame");
+                    return 0;
+                }
+                sb->rx_payload = np;
+                sb->rx_payload_cap = cap;
+            }
+            dst = sb->rx_payload + sb->rx_payload_got;
+            if (want > sb->rx_payload_cap - sb->rx_payload_got)
+                want = sb->rx_payload_cap - sb->rx_payload_got;
+        }
+        if (want > budget)
+            want = budget;
+
+        ssize_t n = 0;
+        if (want > 0) {
+            union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int) * PROTO_MAX_FDS)];
+            } ctl;
+            struct iovec iov = {.iov_base = dst, .iov_len = want};
+            struct msghdr msg = {.msg_iov = &iov,
+                                 .msg_iovlen = 1,
+                                 .msg_control = ctl.buf,
+                                 .msg_controllen = sizeof(ctl.buf)};
+            n = recvmsg(sb->chan_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    return 0;
+                return -errno;
+            }
+            bool too_many = (msg.msg_flags & MSG_CTRUNC) != 0;
+            for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                    continue;
+                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t i = 0; i < k; i++) {
+                    int fd;
+                    memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                    if (sb->rx_n_fds < PROTO_MAX_FDS)
+                        sb->rx_fds[sb->rx_n_fds++] = fd;
+                    else {
+                        close(fd);
+                        too_many = true;
+                    }
+                }
+            }
+            if (too_many) {
+                bad_frame(sb, "more than %d file descriptors", PROTO_MAX_FDS);
+                return 0;
+            }
+            if (n == 0)
+                return -ECONNRESET;
+            budget -= (size_t)n;
+        }
+
+        if (sb->rx_hdr_got < PROTO_HDR_SIZE) {
+            sb->rx_hdr_got += (size_t)n;
+            if (sb->rx_hdr_got < PROTO_HDR_SIZE)
+                continue;
+            memcpy(&sb->rx_hdr, sb->rx_hdr_raw, PROTO_HDR_SIZE);
+            int r = proto_hdr_check(&sb->rx_hdr);
+            if (r == -EMSGSIZE) {
+                bad_frame(sb, "%s of %" PRIu32 " bytes is over the limit of %u",
+                          type_name(sb->rx_hdr.type), sb->rx_hdr.len, PROTO_MAX_PAYLOAD);
+                return 0;
+            }
+            if (r < 0) {
+                if (sb->rx_hdr.flags)
+                    bad_frame(sb, "%s with flags 0x%x", type_name(sb->rx_hdr.type),
+                              sb->rx_hdr.flags);
+                else
+                    bad_frame(sb, "unknown type %u", sb->rx_hdr.type);
+                return 0;
+            }
+            sb->rx_payload_got = 0;
+            if (sb->rx_hdr.len > 0)
+                continue;
+        } else {
+            sb->rx_payload_got += (size_t)n;
+            if (sb->rx_payload_got < sb->rx_hdr.len)
+                continue;
+        }
+
+        /* A whole frame: detach it from the channel state first, since a
+         * callback may close the channel (and free its buffers) under us. */
+        struct sandbox__frame f;
+        f.hdr = sb->rx_hdr;
+        cleanup_free uint8_t *payload = sb->rx_payload;
+        f.payload = payload;
+        f.n_fds = sb->rx_n_fds;
+        memcpy(f.fds, sb->rx_fds, sizeof(f.fds));
+        sb->rx_payload = NULL;
+        sb->rx_payload_cap = 0;
+        sb->rx_payload_got = 0;
+        sb->rx_hdr_got = 0;
+        sb->rx_n_fds = 0;
+
+        dispatch(sb, &f);
+        for (int i = 0; i < f.n_fds; i++)
+            if (f.fds[i] >= 0)
+                close(f.fds[i]);
+    }
+    return 0;
+}
+
+static void on_chan_event(uv_poll_t *h, int status, int events)
+{
+    struct sandbox *sb = h->data;
+    sandbox__hold(sb);
+    if (status < 0) {
+        int r = read_frames(sb, DRAIN_BUDGET);
+        (void)r;
+        chan_lost(sb, status);
+    } else {
+        if ((events & UV_WRITABLE) && sb->chan_open)
+            flush(sb);
+        if ((events & (UV_READABLE | UV_DISCONNECT)) && sb->chan_open) {
+            int r = read_frames(sb, SANDBOX_READ_BUDGET);
+            if (r < 0 && sb->chan_open)
+                chan_lost(sb, r == -ECONNRESET ? 0 : r);
+        }
+    }
+    sandbox__release(sb);
+}
+
+int sandbox__attach(struct sandbox *sb, int chan_fd, int pidfd, pid_t pid, unsigned flags)
+{
+    cleanup_close int chan = chan_fd;
+    cleanup_close int pfd = pidfd;
+    if (sb->attached)
+        return -EALREADY;
+    if (chan < 0 || pfd < 0)
+        return -EBADF;
+
+    int r = uv_poll_init(sb->loop, &sb->pid_poll, pfd);
+    if (r < 0) {
+        pidfd_send_signal(pfd, SIGKILL, NULL, 0);
+        return r;
+    }
+    sb->attached = true;
+    sb->pid = pid;
+    sb->direct_child = (flags & SANDBOX__DIRECT_CHILD) != 0;
+    sb->pidfd = steal_fd(&pfd);
+    sb->pid_poll.data = sb;
+    sb->pid_open = true;
+    sb->handles++;
+    uv_poll_start(&sb->pid_poll, UV_READABLE, on_pid_event);
+
+    if (sb->destroyed) {
+        /* Too late: the owner gave up on it while it was starting. Kill it;
+         * the pid poll stays to reap a child of ours. */
+        signal_kill(sb);
+        if (!sb->direct_child)
+            pid_close(sb);
+        return -ECANCELED;
+    }
+
+    int fl = fcntl(chan, F_GETFL);
+    if (fl < 0 || fcntl(chan, F_SETFL, fl | O_NONBLOCK) < 0) {
+        r = -errno;
+        sandbox__kill(sb, SANDBOX_ERR_INTERNAL, "channel: fcntl: %s", strerror(-r));
+        return r;
+    }
+    r = uv_poll_init(sb->loop, &sb->chan_poll, chan);
+    if (r < 0) {
+        sandbox__kill(sb, SANDBOX_ERR_INTERNAL, "channel: %s", uv_strerror(r));
+        return r;
+    }
+    sb->chan_fd = steal_fd(&chan);
+    sb->chan_poll.data = sb;
+    sb->chan_open = true;
+    sb->handles++;
+    sb->chan_events = 0;
+    chan_update(sb);
+    log_debug("sandbox %" PRIu64 ": attached pid %d", sb->id, (int)pid);
+    return 0;
+}
+
+/* ---- kill ---- */
+
+void sandbox__kill(struct sandbox *sb, enum sandbox_error error, const char *fmt, ...)
+{
+    if (sb->destroyed)
+        return;
+    char detail[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+
+    if (!sb->killed) {
+        sb->killed = true;
+        snprintf(sb->kill_reason, sizeof(sb->kill_reason), "%s", detail);
+        snprintf(sb->last_error, sizeof(sb->last_error), "%s", detail);
+        log_info("sandbox %" PRIu64 " (pid %d): killing: %s", sb->id, (int)sb->pid, detail);
+    }
+    signal_kill(sb);
+    chan_close(sb);
+
+    sandbox__hold(sb);
+    complete_calls(sb, error, detail);
+    fail_waits(sb, -ECHILD);
+    /* Never attached, or already gone: no pidfd will report the death any
+     * more, so report it now. */
+    if (!sb->attached || sb->exited)
+        finish_death(sb);
+    sandbox__release(sb);
+}
+
+/* ---- waits and the exchanges built on them ---- */
+
+static void on_wait_timeout(uv_timer_t *t)
+{
+    struct sandbox__wait *w = t->data;
+    struct sandbox *sb = w->sb;
+    sandbox__hold(sb);
+    /* Take this wait out first so that the kill fails only the others. The
+     * wait's memory lives until its timer's close callback. */
+    TAILQ_REMOVE(&sb->waits, w, link);
+    uv_close((uv_handle_t *)&w->timer, on_wait_closed);
+    sandbox__kill(sb, SANDBOX_ERR_INTERNAL, "no %s from the sandbox after %" PRIu32 " ms",
+                  type_name(w->type), w->timeout_ms);
+    w->cb(sb, -ETIMEDOUT, NULL, w->data);
+    sandbox__release(sb);
+}
+
+/* HELLO was read before anyone waited for it: the wait succeeds on the next
+ * loop iteration (never inside sandbox__expect itself). */
+static void on_wait_ready(uv_timer_t *t)
+{
+    struct sandbox__wait *w = t->data;
+    wait_complete(w->sb, w, 0, NULL);
+}
+
+static int expect(struct sandbox *sb, uint16_t type, uint32_t id, uint32_t timeout_ms,
+                  sandbox__frame_cb cb, void *data, struct sandbox__wait **out)
+{
+    if (sb->destroyed)
+        return -ECANCELED;
+    if (sb->killed || sb->exited)
+        return -ECHILD;
+    if (!sb->attached)
+        return -ENOTCONN;
+    struct sandbox__wait *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    int r = uv_timer_init(sb->loop, &w->timer);
+    if (r < 0) {
+        free(w);
+        return r;
+    }
+    sb->handles++;
+    w->sb = sb;
+    w->type = type;
+    w->id = id;
+    w->timeout_ms = timeout_ms;
+    w->cb = cb;
+    w->data = data;
+    w->timer.data = w;
+    TAILQ_INSERT_TAIL(&sb->waits, w, link);
+    if (type == PROTO_HELLO && sb->hello_seen)
+        uv_timer_start(&w->timer, on_wait_ready, 0, 0);
+    else if (timeout_ms > 0)
+        uv_timer_start(&w->timer, on_wait_timeout, timeout_ms, 0);
+    if (out)
+        *out = w;
+    return 0;
+}
+
+int sandbox__expect(struct sandbox *sb, uint16_t type, uint32_t id, uint32_t timeout_ms,
+                    sandbox__frame_cb cb, void *data)
+{
+    return expect(sb, type, id, timeout_ms, cb, data, NULL);
+}
+
+/* Take back a wait that was never announced (its send failed): no callback. */
+static void unexpect(struct sandbox *sb, struct sandbox__wait *w)
+{
+    TAILQ_REMOVE(&sb->waits, w, link);
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, on_wait_closed);
+}
+
+/* A status callback and its data, for the exchanges below. */
+struct step {
+    sandbox__status_cb cb;
+    sandbox__forked_cb forked_cb;
+    void *data;
+};
+
+static struct step *step_new(sandbox__status_cb cb, sandbox__forked_cb forked_cb, void *data)
+{
+    struct step *s = malloc(sizeof(*s));
+    if (s) {
+        s->cb = cb;
+        s->forked_cb = forked_cb;
+        s->data = data;
+    }
+    return s;
+}
+
+static void on_hello(struct sandbox *sb, int status, struct sandbox__frame *f, void *data)
+{
+    struct step *s = data;
+    sandbox__status_cb cb = s->cb;
+    void *d = s->data;
+    free(s);
+    cb(sb, status, d);
+}
+
+int sandbox__wait_hello(struct sandbox *sb, uint32_t timeout_ms, sandbox__status_cb cb, void *data)
+{
+    struct step *s = step_new(cb, NULL, data);
+    if (!s)
+        return -ENOMEM;
+    int r = sandbox__expect(sb, PROTO_HELLO, SANDBOX__ANY_ID, timeout_ms, on_hello, s);
+    if (r < 0) {
+        free(s);
+        return r;
+    }
+    return 0;
+}
+
+static int put_opt(struct proto_buf *b, const char *key, const char *value, size_t vlen)
+{
+    int r = proto_put_bytes(b, key, strlen(key));
+    return r < 0 ? r : proto_put_bytes(b, value, vlen);
+}
+
+static int put_opt_u32(struct proto_buf *b, const char *key, uint32_t v)
+{
+    char num[16];
+    int n = snprintf(num, sizeof(num), "%" PRIu32, v);
+    return put_opt(b, key, num, (size_t)n);
+}
+
+int sandbox__load_encode(struct proto_buf *b, const struct sandbox_spec *spec,
+                         const struct proto_pair *extra, uint32_t n_extra)
+{
+    const struct manifest *m = spec->manifest;
+    uint64_t n = 7 + (uint64_t)m->n_env + n_extra;
+    if (n > PROTO_MAX_PAIRS)
+        return -E2BIG;
+    int r = proto_buf_begin(b, PROTO_LOAD, 0);
+    if (r < 0)
+        return r;
+    const char *function = spec->function ? spec->function : "";
+    const char *version = spec->version ? spec->version : "";
+    const char *runtime = manifest_runtime_name(m->runtime);
+    r = proto_put_u32(b, (uint32_t)n);
+    if (r == 0)
+        r = put_opt(b, PROTO_OPT_FUNCTION, function, strlen(function));
+    if (r == 0)
+        r = put_opt(b, PROTO_OPT_VERSION, version, strlen(version));
+    if (r == 0)
+        r = put_opt(b, PROTO_OPT_RUNTIME, runtime, strlen(runtime));
+    if (r == 0)
+        r = put_opt(b, PROTO_OPT_HANDLER, m->handler, strlen(m->handler));
+    if (r == 0)
+        r = put_opt_u32(b, PROTO_OPT_TIMEOUT_MS, m->timeout_ms);
+    if (r == 0)
+        r = put_opt_u32(b, PROTO_OPT_MEMORY_MB, m->memory_mb);
+    if (r == 0)
+        r = put_opt_u32(b, PROTO_OPT_CONCURRENCY, m->concurrency);
+    for (size_t i = 0; r == 0 && i < m->n_env; i++) {
+        char key[sizeof(PROTO_OPT_ENV_PREFIX) + MANIFEST_ENV_KEY_MAX + 1];
+        int k = snprintf(key, sizeof(key), PROTO_OPT_ENV_PREFIX "%s", m->env[i].key);
+        if (k < 0 || (size_t)k >= sizeof(key))
+            r = -ENAMETOOLONG;
+        else
+            r = put_opt(b, key, m->env[i].value, strlen(m->env[i].value));
+    }
+    for (uint32_t i = 0; r == 0 && i < n_extra; i++) {
+        r = proto_put_bytes(b, extra[i].key.p, extra[i].key.len);
+        if (r == 0)
+            r = proto_put_bytes(b, extra[i].value.p, extra[i].value.len);
+    }
+    if (r == 0)
+        r = proto_buf_finish(b);
+    return r;
+}
+
+static void on_loaded(struct sandbox *sb, int status, struct sandbox__frame *f, void *data)
+{
+    struct step *s = data;
+    sandbox__status_cb cb = s->cb;
+    void *d = s->data;
+    free(s);
+    if (status == 0) {
+        struct loaded_msg m;
+        decode_loaded(f->payload, f->hdr.len, &m); /* validated by dispatch */
+        sb->init_ns = m.init_ns;
+        if (m.status != 0) {
+            char msg[200];
+            sanitize(msg, sizeof(msg), m.message.p, m.message.len);
+            sandbox__set_error(sb, "load failed: %s", msg[0] ? msg : strerror((int)m.status));
+            status = (m.status > 0 && m.status < 4096) ? -(int)m.status : -EPROTO;
+        }
+    }
+    cb(sb, status, d);
+}
+
+int sandbox__load_send(struct sandbox *sb, struct proto_buf *frame, int *fds, int n_fds,
+                       sandbox__status_cb cb, void *data)
+{
+    struct step *s = step_new(cb, NULL, data);
+    if (!s) {
+        for (int i = 0; i < n_fds; i++)
+            close(fds[i]);
+        proto_buf_free(frame);
+        return -ENOMEM;
+    }
+    /* Wait first: the answer cannot be read before this returns anyway, and
+     * a failed send then leaves nothing to undo but the wait. */
+    uint32_t timeout = SANDBOX_LOAD_TIMEOUT_MS + sb->timeout_ms;
+    struct sandbox__wait *w;
+    int r = expect(sb, PROTO_LOADED, SANDBOX__ANY_ID, timeout, on_loaded, s, &w);
+    if (r < 0) {
+        free(s);
+        for (int i = 0; i < n_fds; i++)
+            close(fds[i]);
+        proto_buf_free(frame);
+        return r;
+    }
+    r = sandbox__send(sb, frame, fds, n_fds);
+    if (r < 0) {
+        unexpect(sb, w);
+        free(s);
+        return r;
+    }
+    return 0;
+}
+
+static void on_forked(struct sandbox *zygote, int status, struct sandbox__frame *f, void *data)
+{
+    struct step *s = data;
+    sandbox__forked_cb cb = s->forked_cb;
+    void *d = s->data;
+    free(s);
+    int pidfd = -1;
+    pid_t ns_pid = 0;
+    if (status == 0) {
+        struct forked_msg m;
+        decode_forked(f->payload, f->hdr.len, &m); /* validated by dispatch */
+        if (m.status != 0) {
+            sandbox__set_error(zygote, "fork failed in the zygote: %s", strerror((int)m.status));
+            status = (m.status < 4096) ? -(int)m.status : -EPROTO;
+        } else if (pidfd_send_signal(f->fds[0], 0, NULL, 0) < 0 && errno != ESRCH) {
+            /* Signal 0 checks that the fd is a pidfd at all. */
+            bad_frame(zygote, "FORKED fd is not a pidfd");
+            status = -EBADMSG;
+        } else if (m.pid == 0 || m.pid > INT32_MAX) {
+            bad_frame(zygote, "FORKED pid %" PRIu32, m.pid);
+            status = -EBADMSG;
+        } else {
+            pidfd = f->fds[0];
+            f->fds[0] = -1;
+            ns_pid = (pid_t)m.pid;
+        }
+    }
+    cb(zygote, status, pidfd, ns_pid, d);
+}
+
+int sandbox__fork_send(struct sandbox *zygote, int chan_fd, sandbox__forked_cb cb, void *data)
+{
+    cleanup_close int fd = chan_fd;
+    struct step *s = step_new(NULL, cb, data);
+    if (!s)
+        return -ENOMEM;
+    uint32_t tag = ++zygote->backend->next_tag;
+    if (tag == SANDBOX__ANY_ID)
+        tag = ++zygote->backend->next_tag;
+    struct sandbox__wait *w;
+    int r = expect(zygote, PROTO_FORKED, tag, SANDBOX_STEP_TIMEOUT_MS, on_forked, s, &w);
+    if (r < 0) {
+        free(s);
+        return r;
+    }
+    struct proto_buf b;
+    proto_buf_init(&b);
+    r = proto_buf_begin(&b, PROTO_FORK, tag);
+    if (r == 0)
+        r = proto_buf_finish(&b);
+    int fds[1] = {steal_fd(&fd)};
+    if (r == 0)
+        r = sandbox__send(zygote, &b, fds, 1);
+    else {
+        close(fds[0]);
+        proto_buf_free(&b);
+    }
+    if (r < 0) {
+        unexpect(zygote, w);
+        free(s);
+        return r;
+    }
+    return 0;
+}
+
+static void on_reset_done(struct sandbox *sb, int status, struct sandbox__frame *f, void *data)
+{
+    struct step *s = data;
+    sandbox__status_cb cb = s->cb;
+    void *d = s->data;
+    free(s);
+    if (status == 0) {
+        struct reset_done_msg m;
+        decode_reset_done(f->payload, f->hdr.len, &m); /* validated by dispatch */
+        if (m.status != 0) {
+            sandbox__set_error(sb, "reset failed: %s", strerror((int)m.status));
+            status = (m.status < 4096) ? -(int)m.status : -EPROTO;
+        }
+    }
+    cb(sb, status, d);
+}
+
+int sandbox__reset_send(struct sandbox *sb, sandbox__status_cb cb, void *data)
+{
+    struct step *s = step_new(cb, NULL, data);
+    if (!s)
+        return -ENOMEM;
+    struct sandbox__wait *w;
+    int r = expect(sb, PROTO_RESET_DONE, SANDBOX__ANY_ID, SANDBOX_STEP_TIMEOUT_MS, on_reset_done, s,
+                   &w);
+    if (r < 0) {
+        free(s);
+        return r;
+    }
+    struct proto_buf b;
+    proto_buf_init(&b);
+    r = proto_buf_begin(&b, PROTO_RESET, 0);
+    if (r == 0)
+        r = proto_buf_finish(&b);
+    if (r == 0)
+        r = sandbox__send(sb, &b, NULL, 0);
+    else
+        proto_buf_free(&b);
+    if (r < 0) {
+        unexpect(sb, w);
+        free(s);
+        return r;
+    }
+    return 0;
+}
+
+/* ---- calls ---- */
+
+static void on_call_timeout(uv_timer_t *t)
+{
+    struct sandbox__inflight *c = t->data;
+    struct sandbox *sb = c->sb;
+    /* A call that overran leaves its instance in an unknown state: kill it.
+     * Every call in flight there fails the same way (their sandbox hung). */
+    sandbox__kill(sb, SANDBOX_ERR_TIMEOUT, "timed out after %" PRIu32 " ms", c->timeout_ms);
+}
+
+int sandbox__invoke(struct sandbox *sb, const struct sandbox_call *call, sandbox_result_cb cb,
+                    void *data)
+{
+    if (sb->destroyed)
+        return -EINVAL;
+    if (!sandbox__alive(sb) || !sb->chan_open)
+        return -ESRCH;
+    if (sb->role != SANDBOX_ROLE_INSTANCE || sb->failed)
+        return -EINVAL;
+    if (sb->op != SANDBOX__OP_NONE)
+        return -EBUSY;
+    if (sb->n_calls >= (sb->concurrency ? sb->concurrency : 1))
+        return -EBUSY;
+    if (find_call(sb, call->id))
+        return -EEXIST;
+    if (call->n_headers > PROTO_MAX_PAIRS)
+        return -E2BIG;
+
+    const char *method = call->method ? call->method : "GET";
+    const char *path = call->path ? call->path : "/";
+    const char *query = call->query ? call->query : "";
+    struct proto_buf b;
+    proto_buf_init(&b);
+    int r = proto_buf_begin(&b, PROTO_INVOKE, call->id);
+    if (r == 0)
+        r = proto_put_bytes(&b, method, strlen(method));
+    if (r == 0)
+        r = proto_put_bytes(&b, path, strlen(path));
+    if (r == 0)
+        r = proto_put_bytes(&b, query, strlen(query));
+    if (r == 0)
+        r = proto_put_u32(&b, (uint32_t)call->n_headers);
+    for (size_t i = 0; r == 0 && i < call->n_headers; i++) {
+        const struct sandbox_header *h = &call->headers[i];
+        r = proto_put_bytes(&b, h->name, h->name_len);
+        if (r == 0)
+            r = proto_put_bytes(&b, h->value, h->value_len);
+    }
+    if (r == 0)
+        r = proto_put_bytes(&b, call->body, call->body_len);
+    if (r == 0)
+        r = proto_buf_finish(&b);
+    if (r < 0) {
+        proto_buf_free(&b);
+        return r;
+    }
+
+    struct sandbox__inflight *c = calloc(1, sizeof(*c));
+    if (!c) {
+        proto_buf_free(&b);
+        return -ENOMEM;
+    }
+    r = uv_timer_init(sb->loop, &c->timer);
+    if (r < 0) {
+        free(c);
+        proto_buf_free(&b);
+        return r;
+    }
+    sb->handles++;
+    c->sb = sb;
+    c->id = call->id;
+    c->timeout_ms = call->timeout_ms ? call->timeout_ms
+                    : sb->timeout_ms ? sb->timeout_ms
+                                     : MANIFEST_TIMEOUT_MS_DEFAULT;
+    c->cb = cb;
+    c->data = data;
+    c->timer.data = c;
+    c->sent_ns = ember_now_ns();
+
+    /* In the table before the send: a send that breaks the channel right
+     * away leaves the call to the death handler, which completes it. */
+    TAILQ_INSERT_TAIL(&sb->calls, c, link);
+    sb->n_calls++;
+    uv_timer_start(&c->timer, on_call_timeout, c->timeout_ms, 0);
+    r = sandbox__send(sb, &b, NULL, 0);
+    if (r < 0) {
+        TAILQ_REMOVE(&sb->calls, c, link);
+        sb->n_calls--;
+        uv_timer_stop(&c->timer);
+        uv_close((uv_handle_t *)&c->timer, on_call_closed);
+        return r;
+    }
+    return 0;
+}
+
+/* ---- the front door ---- */
+
+/* Every owner operation completes through here: the role changes on
+ * success, and nothing reaches the owner after sandbox_destroy. */
+static void on_op_done(struct sandbox *sb, int status, void *unused)
+{
+    enum sandbox__op op = sb->op;
+    sandbox_done_cb cb = sb->op_cb;
+    void *data = sb->op_data;
+    sb->op = SANDBOX__OP_NONE;
+    sb->op_cb = NULL;
+    sb->op_data = NULL;
+
+    if (status == 0 && !sandbox__alive(sb))
+        status = sb->destroyed ? -ECANCELED : -ECHILD;
+    if (status == 0) {
+        if (op == SANDBOX__OP_SPECIALIZE)
+            sb->role = SANDBOX_ROLE_ZYGOTE;
+        else if (op == SANDBOX__OP_FORK)
+            sb->role = SANDBOX_ROLE_INSTANCE;
+        sb->last_error[0] = '\0';
+        struct sandbox_stats st;
+        if (sb->ops->stats && sb->ops->stats(sb, &st) == 0) {
+            sb->oom_base = st.oom_kills;
+            sb->have_oom_base = true;
+        }
+    } else {
+        /* Half-way through a transition nothing is known about the
+         * sandbox's state (function code may have run): only destroy. */
+        sb->failed = true;
+        if (!sb->last_error[0])
+            snprintf(sb->last_error, sizeof(sb->last_error), "%s", strerror(-status));
+    }
+    if (sb->destroyed || !cb)
+        return;
+    cb(sb, status, data);
+}
+
+static void link_child(struct sandbox *zygote, struct sandbox *child)
+{
+    child->zygote = zygote;
+    LIST_INSERT_HEAD(&zygote->children, child, sibling);
+}
+
+static void unlink_child(struct sandbox *child)
+{
+    if (child->zygote) {
+        LIST_REMOVE(child, sibling);
+        child->zygote = NULL;
+    }
+}
+
+/* Free a sandbox whose op failed synchronously (the backend left nothing). */
+static void discard(struct sandbox *sb)
+{
+    sb->op = SANDBOX__OP_NONE;
+    sb->op_cb = NULL;
+    unlink_child(sb);
+    sb->destroyed = true;
+    signal_kill(sb);
+    chan_close(sb);
+    if (!sb->direct_child || sb->exited)
+        pid_close(sb);
+    maybe_free(sb);
+}
+
+int sandbox_create(struct sandbox_backend *be, struct sandbox **out, sandbox_done_cb cb, void *data)
+{
+    *out = NULL;
+    if (be->closing)
+        return -ESHUTDOWN;
+    struct sandbox *sb = sandbox_alloc(be);
+    if (!sb)
+        return -ENOMEM;
+    sb->op = SANDBOX__OP_CREATE;
+    sb->op_cb = cb;
+    sb->op_data = data;
+    int r = be->ops->create(be, sb, on_op_done, NULL);
+    if (r < 0) {
+        discard(sb);
+        return r;
+    }
+    *out = sb;
+    return 0;
+}
+
+int sandbox_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sandbox_done_cb cb,
+                       void *data)
+{
+    if (sb->destroyed || sb->failed || sb->role != SANDBOX_ROLE_STEM || !spec || !spec->manifest)
+        return -EINVAL;
+    if (sb->op != SANDBOX__OP_NONE)
+        return -EBUSY;
+    if (!sandbox__alive(sb))
+        return -ESRCH;
+    const struct manifest *m = spec->manifest;
+    sb->memory_mb = m->memory_mb;
+    sb->timeout_ms = m->timeout_ms;
+    sb->concurrency = m->concurrency ? m->concurrency : 1;
+    sb->op = SANDBOX__OP_SPECIALIZE;
+    sb->op_cb = cb;
+    sb->op_data = data;
+    int r = sb->ops->specialize(sb, spec, on_op_done, NULL);
+    if (r < 0) {
+        sb->op = SANDBOX__OP_NONE;
+        sb->op_cb = NULL;
+        sb->memory_mb = 0;
+        sb->timeout_ms = 0;
+        sb->concurrency = 1;
+    }
+    return r;
+}
+
+int sandbox_fork(struct sandbox *zygote, struct sandbox **out, sandbox_done_cb cb, void *data)
+{
+    *out = NULL;
+    if (zygote->destroyed || zygote->failed || zygote->role != SANDBOX_ROLE_ZYGOTE)
+        return -EINVAL;
+    if (!sandbox__alive(zygote))
+        return -ESRCH;
+    if (!zygote->ops->fork)
+        return -ENOTSUP;
+    if (zygote->backend->closing)
+        return -ESHUTDOWN;
+    struct sandbox *child = sandbox_alloc(zygote->backend);
+    if (!child)
+        return -ENOMEM;
+    child->role = SANDBOX_ROLE_INSTANCE;
+    child->memory_mb = zygote->memory_mb;
+    child->timeout_ms = zygote->timeout_ms;
+    child->concurrency = zygote->concurrency;
+    child->init_ns = zygote->init_ns;
+    link_child(zygote, child);
+    child->op = SANDBOX__OP_FORK;
+    child->op_cb = cb;
+    child->op_data = data;
+    int r = zygote->ops->fork(zygote, child, on_op_done, NULL);
+    if (r < 0) {
+        discard(child);
+        return r;
+    }
+    *out = child;
+    return 0;
+}
+
+int sandbox_reset(struct sandbox *sb, sandbox_done_cb cb, void *data)
+{
+    if (!sb->ops->reset)
+        return -ENOTSUP;
+    if (sb->destroyed || sb->failed || sb->role != SANDBOX_ROLE_INSTANCE)
+        return -EINVAL;
+    if (sb->op != SANDBOX__OP_NONE || sb->n_calls > 0)
+        return -EBUSY;
+    if (!sandbox__alive(sb))
+        return -ESRCH;
+    sb->op = SANDBOX__OP_RESET;
+    sb->op_cb = cb;
+    sb->op_data = data;
+    int r = sb->ops->reset(sb, on_op_done, NULL);
+    if (r < 0) {
+        sb->op = SANDBOX__OP_NONE;
+        sb->op_cb = NULL;
+    }
+    return r;
+}
+
+int sandbox_invoke(struct sandbox *sb, const struct sandbox_call *call, sandbox_result_cb cb,
+                   void *data)
+{
+    if (!sb->ops->invoke)
+        return -ENOTSUP;
+    return sb->ops->invoke(sb, call, cb, data);
+}
+
+int sandbox_stats(struct sandbox *sb, struct sandbox_stats *out)
+{
+    if (!sb->ops->stats)
+        return -ENOTSUP;
+    return sb->ops->stats(sb, out);
+}
+
+void sandbox_set_events(struct sandbox *sb, const struct sandbox_events *ev)
+{
+    if (ev)
+        sb->events = *ev;
+    else
+        memset(&sb->events, 0, sizeof(sb->events));
+}
+
+void sandbox_destroy(struct sandbox *sb)
+{
+    if (!sb || sb->destroyed)
+        return;
+    log_debug("sandbox %" PRIu64 ": destroy", sb->id);
+    sandbox__hold(sb);
+
+    /* The owner hears about its calls once more, then never again (and a
+     * destroy from inside those callbacks is a no-op). */
+    sb->destroyed = true;
+    memset(&sb->events, 0, sizeof(sb->events));
+    complete_calls(sb, SANDBOX_ERR_GONE, "sandbox destroyed");
+    fail_waits(sb, -ECANCELED);
+
+    /* Instances of a zygote live on (or die with it, by the backend's
+     * design); they only stop pointing at it. */
+    struct sandbox *child;
+    while ((child = LIST_FIRST(&sb->children))) {
+        child->zygote_gone = true;
+        unlink_child(child);
+    }
+    unlink_child(sb);
+
+    signal_kill(sb);
+    chan_close(sb);
+    exit_timer_close(sb);
+    /* A child of ours stays watched until it is reaped; anything else has
+     * nothing left to tell. */
+    if (!sb->direct_child || sb->exited)
+        pid_close(sb);
+    if (sb->ops->destroy)
+        sb->ops->destroy(sb);
+    sandbox__release(sb);
+}
+
+enum sandbox_role sandbox_role(const struct sandbox *sb)
+{
+    return sb->role;
+}
+
+enum sandbox_kind sandbox_kind_of(const struct sandbox *sb)
+{
+    return sb->kind;
+}
+
+pid_t sandbox_pid(const struct sandbox *sb)
+{
+    return sb->pid;
+}
+
+uint64_t sandbox_id(const struct sandbox *sb)
+{
+    return sb->id;
+}
+
+uint64_t sandbox_init_ns(const struct sandbox *sb)
+{
+    return sb->init_ns;
+}
+
+const char *sandbox_last_error(const struct sandbox *sb)
+{
+    return sb->last_error;
+}

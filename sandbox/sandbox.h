@@ -77,6 +77,9 @@ struct sandbox_config {
     uint32_t cpu_quota_pct;    /* CPU quota per sandbox, % of one core; default 100 */
     uint32_t uid_base;         /* first host uid/gid for sandboxes; default 1000000000 */
     uint32_t uid_count;        /* size of that range; default 65536 */
+    const char *cgroup_tag;    /* set by a backend: keeps the cgroups (and
+                                  leftover cleanup) of two backends sharing a
+                                  state dir apart; NULL for the container one */
 };
 
 /** What a function needs from a sandbox: given to sandbox_specialize. */
@@ -192,7 +195,10 @@ int sandbox_fork(struct sandbox *zygote, struct sandbox **out, sandbox_done_cb c
 /** -ENOTSUP if the backend cannot reset. */
 int sandbox_reset(struct sandbox *sb, sandbox_done_cb cb, void *data);
 /** One call at a time per instance unless the manifest's concurrency allows
- *  more (the core multiplexes by call->id). */
+ *  more (the core multiplexes by call->id). call->timeout_ms 0 means the
+ *  manifest's. 0, or -ESRCH (dead), -EBUSY (concurrency reached), -EEXIST
+ *  (id in flight), -EINVAL (not an instance), -E2BIG / -EMSGSIZE (request
+ *  too big); on error @cb is not called. */
 int sandbox_invoke(struct sandbox *sb, const struct sandbox_call *call, sandbox_result_cb cb,
                    void *data);
 int sandbox_stats(struct sandbox *sb, struct sandbox_stats *out);
@@ -206,6 +212,11 @@ pid_t sandbox_pid(const struct sandbox *sb);
 uint64_t sandbox_id(const struct sandbox *sb);
 /** ns spent in specialize (package load + ember_init), as the sandbox reported. */
 uint64_t sandbox_init_ns(const struct sandbox *sb);
+/** Why the last create/specialize/fork/reset failed, or why the sandbox died
+ *  or was killed ("" if nothing failed): e.g. the handler's load error as the
+ *  sandbox reported it, "timed out after 5000 ms". Borrowed: valid until the
+ *  next call on @sb. */
+const char *sandbox_last_error(const struct sandbox *sb);
 
 /** HTTP status for a sandbox error (504, 502, 503, 500). */
 int sandbox_error_http_status(enum sandbox_error e);

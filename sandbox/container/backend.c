@@ -1,0 +1,469 @@
+/* backend.c - the container sandbox_ops: glue between the generic core
+ * (sandbox_internal.h) and the host-side building blocks (container.h).
+ *
+ * Every container_* call that may block runs on libuv's thread pool through
+ * sandbox__queue_work; the loop only sequences the steps:
+ *
+ *   create      spawn (pool) -> attach channel + pidfd -> HELLO
+ *   specialize  cgroup limits + package mount (pool) -> LOAD(mount fd) -> LOADED
+ *   fork        socketpair -> FORK(child end) on the zygote -> FORKED(pidfd)
+ *               -> cgroup adopt (pool) -> attach -> HELLO from the child
+ *   destroy     (the core has killed it) -> cgroup removal (pool) -> free
+ *
+ * An instance lives in its zygote's pid namespace, of which the zygote is
+ * init: when the zygote dies or is destroyed, its instances die with it
+ * (on_exit "died with its zygote"). Retire a zygote after its instances.
+ *
+ * A struct container_sb is "busy" while a step outside the core owns it (a
+ * pool job, or the zygote's FORKED wait for a new instance); a destroy that
+ * comes then is finished by that step when it returns.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "sandbox/container/container.h"
+#include "sandbox/sandbox_internal.h"
+
+struct container_sb {
+    struct container_host *host;
+    uint64_t id;
+    char cgroup[128];
+    bool have_cgroup; /* a cgroup exists (or may): remove it at the end */
+    bool busy;        /* a pool job or a FORKED wait owns this; a destroy
+                         meanwhile is finished when it returns */
+
+    sandbox_done_cb cb; /* the core's completion of the current op */
+    void *cb_data;
+
+    /* thread-pool inputs and outputs of the current step */
+    struct container_limits lim;
+    struct container_proc proc;
+    struct ember_error err;
+    int result;
+    char *package_dir;
+    int mount_fd;
+    struct proto_buf load;
+
+    /* fork: the instance's side until it is attached */
+    int chan_fd;
+    int pidfd;
+    pid_t host_pid;
+};
+
+static struct container_sb *csb_new(struct sandbox *sb, sandbox_done_cb cb, void *data)
+{
+    struct container_sb *cs = calloc(1, sizeof(*cs));
+    if (!cs)
+        return NULL;
+    cs->host = sb->backend->priv;
+    cs->id = sb->id;
+    cs->cb = cb;
+    cs->cb_data = data;
+    cs->mount_fd = -1;
+    cs->chan_fd = -1;
+    cs->pidfd = -1;
+    cs->proc.pidfd = -1;
+    cs->proc.chan_fd = -1;
+    proto_buf_init(&cs->load);
+    return cs;
+}
+
+static void csb_free(struct container_sb *cs)
+{
+    if (cs->mount_fd >= 0)
+        close(cs->mount_fd);
+    if (cs->chan_fd >= 0)
+        close(cs->chan_fd);
+    if (cs->pidfd >= 0) {
+        pidfd_send_signal(cs->pidfd, SIGKILL, NULL, 0);
+        close(cs->pidfd);
+    }
+    proto_buf_free(&cs->load);
+    free(cs->package_dir);
+    free(cs);
+}
+
+static void done(struct sandbox *sb, struct container_sb *cs, int status)
+{
+    cs->cb(sb, status, cs->cb_data);
+}
+
+static struct container_limits function_limits(const struct sandbox *sb)
+{
+    const struct sandbox_config *cfg = &sb->backend->cfg;
+    return (struct container_limits){
+        .memory_bytes = (uint64_t)sb->memory_mb << 20,
+        .pids_max = cfg->pids_max,
+        .cpu_quota_pct = cfg->cpu_quota_pct,
+    };
+}
+
+/* ---- release ---- */
+
+static void work_remove(void *ctx)
+{
+    struct container_sb *cs = ctx;
+    cs->result = container_cgroup_remove(cs->host, cs->cgroup);
+}
+
+static void after_remove(struct sandbox *sb, void *ctx)
+{
+    struct container_sb *cs = ctx;
+    if (cs->result < 0 && cs->result != -ENOENT)
+        log_warn("sandbox %" PRIu64 ": removing cgroup %s: %s", cs->id, cs->cgroup,
+                 strerror(-cs->result));
+    csb_free(cs);
+}
+
+/* The sandbox is destroyed and no step owns @cs any more: give the cgroup
+ * back (blocking: on the pool) and free. */
+static void release(struct sandbox *sb, struct container_sb *cs)
+{
+    sb->priv = NULL;
+    if (cs->have_cgroup && sandbox__queue_work(sb, work_remove, after_remove, cs) == 0)
+        return;
+    if (cs->have_cgroup)
+        log_warn("sandbox %" PRIu64 ": cgroup %s left behind", cs->id, cs->cgroup);
+    csb_free(cs);
+}
+
+static void ct_destroy(struct sandbox *sb)
+{
+    struct container_sb *cs = sb->priv;
+    if (!cs)
+        return;
+    if (cs->busy)
+        return; /* the step that owns cs releases it when it returns */
+    release(sb, cs);
+}
+
+/* Called first thing when a step returns: false if the sandbox was
+ * destroyed meanwhile (then @cs has been released). */
+static bool step_returns(struct sandbox *sb, struct container_sb *cs)
+{
+    cs->busy = false;
+    if (!sandbox__destroyed(sb))
+        return true;
+    release(sb, cs);
+    return false;
+}
+
+/* ---- backend ---- */
+
+static int ct_backend_init(struct sandbox_backend *be, struct ember_error *err)
+{
+    struct container_host *h;
+    be->cfg.uid_count /= 2; /* the upper half is the microVM backend's */
+    int r = container_host_open(&be->cfg, &h, err);
+    if (r < 0)
+        return r;
+    be->priv = h;
+    return 0;
+}
+
+static void ct_backend_destroy(struct sandbox_backend *be)
+{
+    if (be->priv)
+        container_host_close(be->priv);
+    be->priv = NULL;
+}
+
+/* ---- create: a stem cell ---- */
+
+static void on_stem_hello(struct sandbox *sb, int status, void *data)
+{
+    struct container_sb *cs = data;
+    done(sb, cs, status);
+}
+
+static void work_spawn(void *ctx)
+{
+    struct container_sb *cs = ctx;
+    cs->result = container_spawn(cs->host, cs->id, &cs->lim, NULL, &cs->proc, &cs->err);
+}
+
+static void after_spawn(struct sandbox *sb, void *ctx)
+{
+    struct container_sb *cs = ctx;
+    cs->busy = false;
+    if (cs->result < 0) {
+        if (sandbox__destroyed(sb)) {
+            release(sb, cs);
+            return;
+        }
+        sandbox__set_error(sb, "spawn: %s", cs->err.msg[0] ? cs->err.msg : strerror(-cs->result));
+        done(sb, cs, cs->result);
+        return;
+    }
+    snprintf(cs->cgroup, sizeof(cs->cgroup), "%s", cs->proc.cgroup);
+    cs->have_cgroup = true;
+    /* Attach even when destroyed meanwhile: the core then kills the process
+     * and reaps it. */
+    int r =
+        sandbox__attach(sb, cs->proc.chan_fd, cs->proc.pidfd, cs->proc.pid, SANDBOX__DIRECT_CHILD);
+    cs->proc.chan_fd = cs->proc.pidfd = -1;
+    if (sandbox__destroyed(sb)) {
+        release(sb, cs);
+        return;
+    }
+    if (r == 0)
+        r = sandbox__wait_hello(sb, SANDBOX_HELLO_TIMEOUT_MS, on_stem_hello, cs);
+    if (r < 0) {
+        sandbox__set_error(sb, "stem cell start: %s", strerror(-r));
+        done(sb, cs, r);
+    }
+}
+
+static int ct_create(struct sandbox_backend *be, struct sandbox *sb, sandbox_done_cb cb, void *data)
+{
+    struct container_sb *cs = csb_new(sb, cb, data);
+    if (!cs)
+        return -ENOMEM;
+    cs->lim = (struct container_limits){
+        .memory_bytes = (uint64_t)be->cfg.stem_memory_mb << 20,
+        .pids_max = be->cfg.pids_max,
+        .cpu_quota_pct = be->cfg.cpu_quota_pct,
+    };
+    int r = sandbox__queue_work(sb, work_spawn, after_spawn, cs);
+    if (r < 0) {
+        csb_free(cs);
+        return r;
+    }
+    cs->busy = true;
+    sb->priv = cs;
+    return 0;
+}
+
+/* ---- specialize: stem cell -> zygote ---- */
+
+static void on_loaded(struct sandbox *sb, int status, void *data)
+{
+    struct container_sb *cs = data;
+    done(sb, cs, status);
+}
+
+static void work_specialize(void *ctx)
+{
+    struct container_sb *cs = ctx;
+    cs->result = container_cgroup_set(cs->host, cs->cgroup, &cs->lim, &cs->err);
+    if (cs->result < 0)
+        return;
+    int fd = container_package_mount(cs->package_dir, &cs->err);
+    if (fd < 0)
+        cs->result = fd;
+    else
+        cs->mount_fd = fd;
+}
+
+static void after_specialize(struct sandbox *sb, void *ctx)
+{
+    struct container_sb *cs = ctx;
+    free(cs->package_dir);
+    cs->package_dir = NULL;
+    if (!step_returns(sb, cs))
+        return;
+    if (cs->result < 0) {
+        proto_buf_free(&cs->load);
+        sandbox__set_error(sb, "specialize: %s",
+                           cs->err.msg[0] ? cs->err.msg : strerror(-cs->result));
+        done(sb, cs, cs->result);
+        return;
+    }
+    /* The mount goes to the agent, which attaches it at /fn. */
+    int fds[1] = {cs->mount_fd};
+    cs->mount_fd = -1;
+    int r = sandbox__load_send(sb, &cs->load, fds, 1, on_loaded, cs);
+    if (r < 0) {
+        sandbox__set_error(sb, "specialize: sending LOAD: %s", strerror(-r));
+        done(sb, cs, r);
+    }
+}
+
+static int ct_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sandbox_done_cb cb,
+                         void *data)
+{
+    struct container_sb *cs = sb->priv;
+    if (!cs || cs->busy)
+        return -EBUSY;
+    if (!spec->package_dir)
+        return -EINVAL;
+
+    size_t bpf_len = 0;
+    const void *bpf = container_seccomp_bpf(cs->host, &bpf_len);
+    if (!bpf || bpf_len == 0 || bpf_len > UINT32_MAX)
+        return -ENOTSUP;
+    struct proto_pair extra[] = {
+        {{PROTO_OPT_SECCOMP, sizeof(PROTO_OPT_SECCOMP) - 1}, {bpf, (uint32_t)bpf_len}},
+    };
+    /* Everything of @spec the later steps need is copied now: the frame
+     * and the package path. */
+    int r = sandbox__load_encode(&cs->load, spec, extra, ARRAY_SIZE(extra));
+    if (r < 0) {
+        proto_buf_free(&cs->load);
+        return r;
+    }
+    cs->package_dir = strdup(spec->package_dir);
+    if (!cs->package_dir) {
+        proto_buf_free(&cs->load);
+        return -ENOMEM;
+    }
+    cs->lim = function_limits(sb);
+    cs->cb = cb;
+    cs->cb_data = data;
+    memset(&cs->err, 0, sizeof(cs->err));
+    r = sandbox__queue_work(sb, work_specialize, after_specialize, cs);
+    if (r < 0) {
+        free(cs->package_dir);
+        cs->package_dir = NULL;
+        proto_buf_free(&cs->load);
+        return r;
+    }
+    cs->busy = true;
+    return 0;
+}
+
+/* ---- fork: zygote -> instance ---- */
+
+static void on_child_hello(struct sandbox *child, int status, void *data)
+{
+    struct container_sb *cs = data;
+    done(child, cs, status);
+}
+
+static void work_adopt(void *ctx)
+{
+    struct container_sb *cs = ctx;
+    cs->result = container_cgroup_adopt(cs->host, cs->cgroup, cs->host_pid, &cs->lim, &cs->err);
+}
+
+static void after_adopt(struct sandbox *child, void *ctx)
+{
+    struct container_sb *cs = ctx;
+    cs->busy = false;
+    /* Even a failed adopt may have left the group: removal is harmless. */
+    cs->have_cgroup = true;
+    /* The instance is not our child: the zygote reaps it and reports its
+     * status with PROTO_EXITED. Attached also when destroyed meanwhile, so
+     * the core kills it. */
+    int r = sandbox__attach(child, cs->chan_fd, cs->pidfd, cs->host_pid, 0);
+    cs->chan_fd = cs->pidfd = -1;
+    if (sandbox__destroyed(child)) {
+        release(child, cs);
+        return;
+    }
+    if (cs->result < 0) {
+        sandbox__kill(child, SANDBOX_ERR_INTERNAL, "cgroup of the instance: %s",
+                      cs->err.msg[0] ? cs->err.msg : strerror(-cs->result));
+        done(child, cs, cs->result);
+        return;
+    }
+    if (r == 0)
+        r = sandbox__wait_hello(child, SANDBOX_HELLO_TIMEOUT_MS, on_child_hello, cs);
+    if (r < 0) {
+        sandbox__set_error(child, "instance start: %s", strerror(-r));
+        done(child, cs, r);
+    }
+}
+
+static void on_forked(struct sandbox *zygote, int status, int pidfd, pid_t ns_pid, void *data)
+{
+    struct sandbox *child = data;
+    struct container_sb *cs = child->priv;
+    cleanup_close int fd = pidfd;
+
+    cs->busy = false;
+    if (sandbox__destroyed(child)) {
+        if (fd >= 0)
+            pidfd_send_signal(fd, SIGKILL, NULL, 0); /* its zygote reaps it */
+        release(child, cs);
+        sandbox__release(child);
+        return;
+    }
+    if (status < 0) {
+        sandbox__set_error(child, "fork: %s",
+                           zygote->last_error[0] ? zygote->last_error : strerror(-status));
+        done(child, cs, status);
+        sandbox__release(child);
+        return;
+    }
+    pid_t pid = container_pidfd_pid(fd);
+    if (pid <= 0) {
+        pidfd_send_signal(fd, SIGKILL, NULL, 0);
+        sandbox__set_error(child, "fork: no host pid for the instance: %s",
+                           strerror(pid < 0 ? -pid : ESRCH));
+        done(child, cs, pid < 0 ? pid : -ESRCH);
+        sandbox__release(child);
+        return;
+    }
+    child->ns_pid = ns_pid;
+    cs->host_pid = pid;
+    cs->pidfd = steal_fd(&fd);
+    snprintf(cs->cgroup, sizeof(cs->cgroup), "sb-%" PRIu64, child->id);
+    cs->lim = function_limits(child);
+    memset(&cs->err, 0, sizeof(cs->err));
+    int r = sandbox__queue_work(child, work_adopt, after_adopt, cs);
+    if (r < 0) {
+        sandbox__set_error(child, "fork: %s", strerror(-r));
+        done(child, cs, r);
+    } else {
+        cs->busy = true;
+    }
+    sandbox__release(child);
+}
+
+static int ct_fork(struct sandbox *zygote, struct sandbox *child, sandbox_done_cb cb, void *data)
+{
+    struct container_sb *cs = csb_new(child, cb, data);
+    if (!cs)
+        return -ENOMEM;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        int r = -errno;
+        csb_free(cs);
+        return r;
+    }
+    cs->chan_fd = sv[0];
+    /* The FORKED wait sits on the zygote but refers to the child: hold it
+     * and mark cs busy until the answer comes. */
+    int r = sandbox__fork_send(zygote, sv[1], on_forked, child);
+    if (r < 0) {
+        csb_free(cs);
+        return r;
+    }
+    cs->busy = true;
+    child->priv = cs;
+    sandbox__hold(child);
+    return 0;
+}
+
+/* ---- the rest ---- */
+
+static int ct_stats(struct sandbox *sb, struct sandbox_stats *out)
+{
+    struct container_sb *cs = sb->priv;
+    if (!cs || !cs->have_cgroup)
+        return -ENOENT;
+    return container_cgroup_stats(cs->host, cs->cgroup, out);
+}
+
+const struct sandbox_ops sandbox_container_ops = {
+    .name = "container",
+    .backend_init = ct_backend_init,
+    .backend_destroy = ct_backend_destroy,
+    .create = ct_create,
+    .specialize = ct_specialize,
+    .fork = ct_fork,
+    .reset = NULL, /* a forked instance is thrown away, not rewound */
+    .invoke = sandbox__invoke,
+    .stats = ct_stats,
+    .destroy = ct_destroy,
+};
