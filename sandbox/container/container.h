@@ -7,6 +7,7 @@
 #ifndef EMBER_SANDBOX_CONTAINER_H
 #define EMBER_SANDBOX_CONTAINER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -15,7 +16,12 @@
 
 struct container_host;
 
-/** Limits applied to one sandbox's cgroup. */
+/** Inside a sandbox: uid/gid 0 is the agent during setup, CONTAINER_FUNCTION_UID
+ *  the function's identity after specialization. Both map to unprivileged
+ *  host ids of cfg->uid_base.. (a pair per sandbox). */
+#define CONTAINER_FUNCTION_UID 1000
+
+/** Limits applied to one sandbox's cgroup; 0 in a field means unlimited. */
 struct container_limits {
     uint64_t memory_bytes;  /* memory.max / memory.limit_in_bytes; swap off */
     uint32_t pids_max;      /* pids.max */
@@ -27,7 +33,8 @@ struct container_proc {
     pid_t pid;           /* host pid of ember-agent (pid 1 of its namespace) */
     int pidfd;           /* owned; readable when the process exits */
     int chan_fd;         /* owned; emberd's end of the socketpair (CLOEXEC) */
-    uint32_t host_uid;   /* host uid the function's uid maps to */
+    uint32_t host_uid;   /* host uid the function's uid maps to (inside 0 is
+                            host_uid - 1; gids alike) */
     char cgroup[128];    /* cgroup name relative to ember's root, e.g. "sb-42" */
 };
 
@@ -47,6 +54,15 @@ void container_host_close(struct container_host *h);
  *  before any function code runs. Borrowed; lives as long as @h. Loop-safe. */
 const void *container_seccomp_bpf(const struct container_host *h, size_t *len);
 
+/** What to run in a new sandbox; NULL means ember-agent without /dev/kvm. */
+struct container_spawn_opts {
+    const char *exec_path; /* host path of the program (default cfg->agent_path) */
+    bool dev_kvm;          /* also bind /dev/kvm into /dev (ember-vmm) */
+    const char *ro_binds[4]; /* extra host paths bound read-only at the same
+                                path inside (NULL-terminated; ember-vmm's
+                                snapshot dir), or NULL */
+};
+
 /**
  * Start a stem cell: new user, pid, mount, ipc, uts, net and cgroup
  * namespaces; uid/gid maps to an unprivileged host range; a cgroup with
@@ -54,17 +70,32 @@ const void *container_seccomp_bpf(const struct container_host *h, size_t *len);
  * /fn, size-limited /tmp, fresh /proc, /dev with null zero full random
  * urandom, generated /etc); loopback up; then exec ember-agent with its
  * channel on fd 3 (PROTO_HELLO is its first frame).
+ *
+ * Returns 0 once the program has been exec'd (uid 0 inside with all caps of
+ * its user namespace, fds 0-2 on /dev/null, env PATH HOME LANG only), or
+ * -errno with @err naming the failed step and path; nothing is left behind
+ * on failure. On success the caller owns @out: poll out->pidfd for the exit
+ * and reap with waitid(P_PIDFD, pidfd, &si, WEXITED) (it is the caller's
+ * child, exit signal SIGCHLD); release with container_cgroup_remove(h,
+ * out->cgroup), which also frees the uid pair. out->cgroup is "sb-<id>".
+ *
+ * The sandbox is killed if the calling thread exits (PR_SET_PDEATHSIG):
+ * call it from a thread that lives as long as the daemon (libuv's pool
+ * threads do). Takes ~1 ms; safe to call from several threads at once.
  */
 int container_spawn(struct container_host *h, uint64_t sandbox_id,
-                    const struct container_limits *lim, struct container_proc *out,
+                    const struct container_limits *lim, const struct container_spawn_opts *opts,
+                    struct container_proc *out,
                     struct ember_error *err);
 
-/** Change the limits of an existing sandbox's cgroup (at specialization). */
+/** Change the limits of an existing sandbox's cgroup (at specialization).
+ *  Cgroup names: [A-Za-z0-9._-], not starting with '.', < 128 bytes. */
 int container_cgroup_set(struct container_host *h, const char *cgroup,
                          const struct container_limits *lim, struct ember_error *err);
 
 /** Create cgroup @cgroup with @lim and move host pid @pid into it (a forked
- *  instance leaving its zygote's cgroup). */
+ *  instance leaving its zygote's cgroup). ~0.1 ms of CPU; on cgroup v1 it
+ *  renames a group made ahead. Remove it with container_cgroup_remove. */
 int container_cgroup_adopt(struct container_host *h, const char *cgroup, pid_t pid,
                            const struct container_limits *lim, struct ember_error *err);
 
@@ -72,13 +103,18 @@ int container_cgroup_adopt(struct container_host *h, const char *cgroup, pid_t p
 int container_cgroup_stats(struct container_host *h, const char *cgroup,
                            struct sandbox_stats *out);
 
-/** Kill everything left in @cgroup and remove it. */
+/** Kill everything left in @cgroup and remove it, waiting (up to ~2 s) for
+ *  the kernel to let go of dying tasks. Removing "sb-<id>" also frees the
+ *  sandbox's uid pair. 0 if it is gone (or never existed). */
 int container_cgroup_remove(struct container_host *h, const char *cgroup);
 
 /**
  * A detached, read-only, nosuid, nodev mount of @package_dir (open_tree
  * OPEN_TREE_CLONE + mount_setattr) for the agent to attach at /fn with
- * move_mount. Returns the fd or -errno.
+ * move_mount(fd, "", AT_FDCWD, "/fn", MOVE_MOUNT_F_EMPTY_PATH). Returns the
+ * fd (CLOEXEC; close it once sent) or -errno. The sandbox sees the files
+ * with their host owners unmapped (nobody): they must be readable (and
+ * directories searchable) by "other". Loop-safe (two syscalls).
  */
 int container_package_mount(const char *package_dir, struct ember_error *err);
 
