@@ -194,13 +194,6 @@ static void on_signal(uv_signal_t *s, int signum)
     http_server_shutdown(d->server, on_http_drained, d);
 }
 
-static void on_walk_close(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 static int load_config(const char *path, struct pool_knobs *knobs, json_t **out)
 {
     json_error_t jerr;
@@ -480,12 +473,16 @@ int main(int argc, char **argv)
 
     uv_run(d.loop, UV_RUN_DEFAULT);
 
-    /* Drained: close what is left (signal handles, timers) and free. */
-    uv_walk(d.loop, on_walk_close, NULL);
-    uv_run(d.loop, UV_RUN_DEFAULT);
+    /* Drained. Backends may still be releasing destroyed sandboxes (cgroup
+     * removal, reaping) on the loop: close them while it runs, then let
+     * every remaining handle close through its own callback. */
+    uv_close((uv_handle_t *)&d.sigterm, NULL);
+    uv_close((uv_handle_t *)&d.sigint, NULL);
+    uv_close((uv_handle_t *)&d.drain_timer, NULL);
     for (int k = 0; k < SANDBOX_KIND_COUNT; k++)
         if (d.backends[k])
             sandbox_backend_close(d.backends[k]);
+    uv_run(d.loop, UV_RUN_DEFAULT);
     api_close(d.api);
     store_close(d.store);
     uv_loop_close(d.loop);

@@ -342,10 +342,12 @@ static void on_instance_forked(struct sandbox *sb, int status, void *data)
     inst->reserved = NULL;
 
     if (status < 0) {
-        log_warn("pool: fork of %s failed: %s", inst->fn->name, strerror(-status));
+        const char *why = sb ? sandbox_last_error(sb) : NULL;
+        log_warn("pool: fork of %s failed: %s", inst->fn->name,
+                 why && why[0] ? why : strerror(-status));
         if (c)
             call_finish_error(c, 502, SANDBOX_ERR_INTERNAL, "sandbox failed",
-                              "could not start an instance of the function");
+                              why && why[0] ? why : "could not start an instance of the function");
         psb_destroy(inst);
         return;
     }
@@ -416,7 +418,8 @@ static void on_zygote_ready(struct sandbox *sb, int status, void *data)
 
     if (status < 0) {
         char detail[256];
-        snprintf(detail, sizeof(detail), "%s", strerror(-status));
+        const char *why = sb ? sandbox_last_error(sb) : NULL;
+        snprintf(detail, sizeof(detail), "%s", why && why[0] ? why : strerror(-status));
         log_warn("pool: %s failed to initialize: %s", z->fn->name, detail);
         z->fn->errors++;
         zygote_fail_waiters(z, detail);
@@ -1042,8 +1045,8 @@ static void fn_free(struct pool_fn *fn)
 static void on_pool_handle_closed(uv_handle_t *h)
 {
     struct pool *p = h->data;
-    if (h == (uv_handle_t *)&p->sweep)
-        return; /* the idle handle closes last */
+    if (--p->closing > 0)
+        return; /* the other handle's callback frees */
     void (*done)(void *) = p->drain_done;
     void *data = p->drain_data;
     struct list *pos, *tmp;
@@ -1060,6 +1063,7 @@ static void maybe_drain_done(struct pool *p)
 {
     if (!p->draining || p->live_sandboxes > 0 || uv_is_closing((uv_handle_t *)&p->kick))
         return;
+    p->closing = 2;
     uv_close((uv_handle_t *)&p->sweep, on_pool_handle_closed);
     uv_close((uv_handle_t *)&p->kick, on_pool_handle_closed);
 }

@@ -148,6 +148,7 @@ struct pool {
     void (*drain_done)(void *);
     void *drain_data;
     uint32_t live_sandboxes;         /* allocated pool_sb */
+    int closing;                     /* handles whose close callback is pending */
 
     uint64_t next_call_id;
     uint64_t evictions, rejected, created[POOL_ACQUIRE_COUNT];

@@ -19,11 +19,20 @@ run_suites() {
     for t in "$build"/tests/unit-* "$build"/tests/it-*; do
         [ -x "$t" ] || continue
         echo "-- $(basename "$t")"
-        # Criterion prints its own "Synthesis" summary line per suite.
-        if ! "$t" --jobs "${EMBER_TEST_JOBS:-$jobs}"; then
+        # Criterion prints its own "Synthesis" summary line per suite. A
+        # sanitizer report in a test's child does not always fail the test,
+        # so the output is searched for one too.
+        local out
+        out="$(mktemp)"
+        if ! "$t" --jobs "${EMBER_TEST_JOBS:-$jobs}" 2>&1 | tee "$out"; then
             echo "FAILED: $(basename "$t") ($label)"
             failed=1
         fi
+        if grep -qE "ERROR: (Address|Leak|Thread)Sanitizer|runtime error:" "$out"; then
+            echo "FAILED: sanitizer report in $(basename "$t") ($label)"
+            failed=1
+        fi
+        rm -f "$out"
     done
     return $failed
 }

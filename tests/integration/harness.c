@@ -191,6 +191,16 @@ int emberd_stop(struct emberd *d)
     }
     d->pid = 0;
     mark_ended(d);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+        emberd_log_contains(d, "Sanitizer") || emberd_log_contains(d, "runtime error:")) {
+        /* A sanitizer report or an unclean exit: show the daemon's log. */
+        char *log = read_file(d->log_path, NULL);
+        fprintf(stderr, "harness: emberd exit status %d; its log:\n%s\n", status,
+                log ? log : "");
+        free(log);
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            return 99; /* a sanitizer spoke but the exit code hid it */
+    }
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
     return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
