@@ -50,6 +50,37 @@ UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}" \
     build_and_test "$root/build-asan" "asan+ubsan build" -DCMAKE_BUILD_TYPE=Debug \
     -DEMBER_ASAN=ON -DEMBER_UBSAN=ON || status=1
 
+# A short fuzz run of everything that parses outside input (libFuzzer needs
+# clang). New inputs go to a scratch directory; the checked-in corpora are
+# only read.
+fuzz_seconds="${EMBER_FUZZ_SECONDS:-20}"
+if command -v clang >/dev/null && [ "$fuzz_seconds" -gt 0 ]; then
+    echo "== ember fuzz: ${fuzz_seconds}s per driver =="
+    if CC=clang cmake -S "$root" -B "$root/build-fuzz" -DEMBER_TESTS=ON \
+           -DCMAKE_BUILD_TYPE=Debug >/dev/null &&
+       cmake --build "$root/build-fuzz" -j"$jobs" --target fuzz-manifest fuzz-package \
+           fuzz-proto fuzz-http >/dev/null; then
+        for name in manifest package proto http; do
+            scratch="$(mktemp -d)"
+            if "$root/build-fuzz/tests/fuzz-$name" -max_total_time="$fuzz_seconds" \
+                   -print_final_stats=0 "$scratch" "$root/tests/fuzz/corpus/$name" \
+                   >"$scratch.log" 2>&1; then
+                echo "fuzz-$name: $(grep -Eo '#[0-9]+ +DONE.*' "$scratch.log" | tail -1)"
+            else
+                tail -40 "$scratch.log"
+                echo "FAILED: fuzz-$name found a crash (see above)"
+                status=1
+            fi
+            rm -rf "$scratch" "$scratch.log"
+        done
+    else
+        echo "FAILED: the fuzz build"
+        status=1
+    fi
+else
+    echo "== ember fuzz: skipped (no clang) =="
+fi
+
 if [ $status -eq 0 ]; then
     echo "== ember tests: all suites passed in both builds =="
 else
