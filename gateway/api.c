@@ -474,8 +474,10 @@ static void deploy_step(struct api_req *ar)
             on_deploy_aborted_cleanup(&ar->work, 0);
             return;
         }
-        int code = ar->err.code == -EINVAL ? 400 : 500;
-        deploy_fail(ar, code, code == 400 ? "bad package" : "store failed",
+        int err = ar->err.code ? ar->err.code : ar->status;
+        int code = err == -EINVAL ? 400 : err == -EFBIG ? 413 : 500;
+        deploy_fail(ar, code,
+                    code == 400 ? "bad package" : code == 413 ? "too large" : "store failed",
                     ar->err.msg[0] ? ar->err.msg : strerror(-ar->status));
         return;
     }
