@@ -1910,7 +1910,7 @@ static void on_op_done(struct sandbox *sb, int status, void *unused)
         status = sb->destroyed ? -ECANCELED : -ECHILD;
     if (status == 0) {
         if (op == SANDBOX__OP_SPECIALIZE)
-            sb->role = SANDBOX_ROLE_ZYGOTE;
+            sb->role = sb->ops->specialized_serves ? SANDBOX_ROLE_INSTANCE : SANDBOX_ROLE_ZYGOTE;
         else if (op == SANDBOX__OP_FORK)
             sb->role = SANDBOX_ROLE_INSTANCE;
         sb->last_error[0] = '\0';
@@ -2145,4 +2145,9 @@ uint64_t sandbox_init_ns(const struct sandbox *sb)
 const char *sandbox_last_error(const struct sandbox *sb)
 {
     return sb->last_error;
+}
+
+bool sandbox_backend_specialized_serves(const struct sandbox_backend *be)
+{
+    return be && be->ops->specialized_serves;
 }

@@ -147,6 +147,11 @@ struct sandbox_events {
 /** The ops table every backend fills (crun's cgroup manager, kvmtool's virtio_ops). */
 struct sandbox_ops {
     const char *name; /* "container", "microvm" */
+    /** true: a specialized sandbox serves calls itself (microVM: LOAD restores
+     *  the snapshot and the VM waits for requests), and a function's next
+     *  instance is another stem cell specialized from the same snapshot.
+     *  false: specialize makes a zygote that only forks instances. */
+    bool specialized_serves;
     /** Probe the host (namespaces, cgroups, /dev/kvm); -ENOTSUP + message if unusable. */
     int (*backend_init)(struct sandbox_backend *be, struct ember_error *err);
     void (*backend_destroy)(struct sandbox_backend *be);
@@ -205,6 +210,9 @@ int sandbox_stats(struct sandbox *sb, struct sandbox_stats *out);
 void sandbox_set_events(struct sandbox *sb, const struct sandbox_events *ev);
 /** Kill and release; pending calls complete with SANDBOX_ERR_GONE first. */
 void sandbox_destroy(struct sandbox *sb);
+
+/** See sandbox_ops.specialized_serves. */
+bool sandbox_backend_specialized_serves(const struct sandbox_backend *be);
 
 enum sandbox_role sandbox_role(const struct sandbox *sb);
 enum sandbox_kind sandbox_kind_of(const struct sandbox *sb);
