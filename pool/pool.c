@@ -283,16 +283,28 @@ static void instance_make_idle(struct pool_sb *inst)
 }
 
 /* An instance finished a call or became ready with nothing reserved. */
+static void on_instance_reset(struct sandbox *sb, int status, void *data);
+
 static void instance_release(struct pool_sb *inst)
 {
     struct pool *p = inst->pool;
     struct pool_fn *fn = inst->fn;
 
-    bool recycle = inst->retiring || p->draining || fn->removed || inst->rec != fn->rec ||
-                   fn->rec->manifest.fresh_per_call;
+    bool recycle = inst->retiring || p->draining || fn->removed || inst->rec != fn->rec;
     uint64_t max_calls = pool__fn_max_calls(p, fn);
     if (max_calls && inst->calls >= max_calls)
         recycle = true;
+    if (!recycle && fn->rec->manifest.fresh_per_call && inst->calls > 0) {
+        /* No state may survive the call. A backend that can put the
+         * instance back to its post-init snapshot does (microVM: drop the
+         * dirty pages, ~0.1 ms); otherwise the instance goes and the next
+         * call gets a fresh one from the zygote. */
+        if (inst->inflight == 0 && sandbox_reset(inst->sb, on_instance_reset, inst) == 0) {
+            inst->state = PSB_STARTING;
+            return;
+        }
+        recycle = true;
+    }
 
     if (recycle) {
         if (inst->inflight == 0)
@@ -312,6 +324,20 @@ static void instance_release(struct pool_sb *inst)
     }
     if (inst->inflight == 0)
         instance_make_idle(inst);
+}
+
+static void on_instance_reset(struct sandbox *sb, int status, void *data)
+{
+    struct pool_sb *inst = data;
+    if (status < 0) {
+        log_warn("pool: reset of an instance of %s failed: %s", inst->fn->name,
+                 strerror(-status));
+        psb_destroy(inst);
+        return;
+    }
+    inst->calls = 0; /* as good as new */
+    inst->state = PSB_IDLE;
+    instance_release(inst);
 }
 
 static void on_instance_exit(struct sandbox *sb, const char *why, void *data)
@@ -536,12 +562,108 @@ static int zygote_start(struct pool *p, struct pool_fn *fn, enum pool_acquire *h
     return 0;
 }
 
+/* ---- instances that serve straight after specialize (microVM) ----------- */
+
+static void on_direct_ready(struct sandbox *sb, int status, void *data)
+{
+    struct pool_sb *inst = data;
+    if (status == 0) {
+        inst->fn->snapshot_ready = true;
+        if (inst->reserved)
+            inst->reserved->init_ns = sandbox_init_ns(sb);
+    }
+    on_instance_forked(sb, status, inst);
+}
+
+static void direct_specialize(struct pool_sb *inst)
+{
+    struct function_record *rec = inst->rec;
+    struct sandbox_spec spec = {
+        .function = rec->name,
+        .version = rec->version,
+        .package_dir = rec->package_dir,
+        .snapshot_dir = rec->snapshot_dir,
+        .manifest = &rec->manifest,
+    };
+    struct sandbox_events ev = {.on_exit = on_instance_exit, .on_log = on_instance_log,
+                                .data = inst};
+    sandbox_set_events(inst->sb, &ev);
+    int r = sandbox_specialize(inst->sb, &spec, on_direct_ready, inst);
+    if (r < 0)
+        on_instance_forked(inst->sb, r, inst);
+}
+
+static void on_direct_created(struct sandbox *sb, int status, void *data)
+{
+    struct pool_sb *inst = data;
+    if (status < 0) {
+        on_instance_forked(sb, status, inst);
+        return;
+    }
+    direct_specialize(inst);
+}
+
+/*
+ * A backend whose specialized sandboxes serve calls themselves: the
+ * function's snapshot on disk plays the zygote, and each instance is a stem
+ * cell (or a new sandbox) specialized from it.
+ */
+static int instance_start_direct(struct pool *p, struct pool_fn *fn, enum sandbox_kind kind,
+                                 struct pool_call *c)
+{
+    struct pool_sb *inst;
+    enum pool_acquire how;
+    if (!list_empty(&p->stems[kind])) {
+        inst = list_entry(p->stems[kind].next, struct pool_sb, link);
+        list_remove(&inst->link);
+        p->n_stems[kind]--;
+        inst->state = PSB_STARTING;
+        how = fn->snapshot_ready ? POOL_ACQUIRE_SNAPSHOT : POOL_ACQUIRE_STEM;
+    } else {
+        inst = psb_new(p, kind, SANDBOX_ROLE_INSTANCE);
+        if (!inst)
+            return -ENOMEM;
+        how = POOL_ACQUIRE_COLD;
+    }
+    inst->role = SANDBOX_ROLE_INSTANCE;
+    inst->fn = fn;
+    inst->rec = fn->rec;
+    store_record_ref(inst->rec);
+    inst->reserved = c;
+    inst->acquire = how;
+    charge(p, inst, fn_memory(fn->rec));
+    fn->n_instances++;
+    list_insert_tail(&fn->instances, &inst->link);
+    p->created[how]++;
+
+    if (how != POOL_ACQUIRE_COLD) {
+        direct_specialize(inst);
+    } else {
+        int r = sandbox_create(p->be[kind], &inst->sb, on_direct_created, inst);
+        if (r < 0) {
+            inst->reserved = NULL;
+            psb_destroy(inst);
+            return r;
+        }
+        struct sandbox_events ev = {.on_exit = on_instance_exit, .data = inst};
+        sandbox_set_events(inst->sb, &ev);
+    }
+    pool_kick(p);
+    return 0;
+}
+
 /*
  * Start a new instance of @fn, for call @c (or none, for min_warm). The
  * caller checked max_instances and the memory budget.
  */
 static int instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *c)
 {
+    enum sandbox_kind kind = fn_kind(p, fn);
+    if (!p->be[kind])
+        return -ENOTSUP;
+    if (sandbox_backend_specialized_serves(p->be[kind]))
+        return instance_start_direct(p, fn, kind, c);
+
     enum pool_acquire how = POOL_ACQUIRE_ZYGOTE;
     if (!fn->zygote) {
         if (!make_room(p, 2 * fn_memory(fn->rec)))
@@ -721,6 +843,10 @@ static struct pool_sb *find_warm(struct pool_fn *fn)
             continue;
         if (inst->inflight >= cap)
             continue;
+        /* fresh_per_call: only an instance no call has touched yet (a
+         * pristine one from min_warm, or one reset to its snapshot) */
+        if (fn->rec->manifest.fresh_per_call && (inst->state != PSB_IDLE || inst->calls > 0))
+            continue;
         if (!best || inst->last_used_ns > best->last_used_ns)
             best = inst;
     }
@@ -731,13 +857,11 @@ static struct pool_sb *find_warm(struct pool_fn *fn)
  * to wait. */
 static bool call_place(struct pool *p, struct pool_fn *fn, struct pool_call *c)
 {
-    if (!fn->rec->manifest.fresh_per_call) {
-        struct pool_sb *inst = find_warm(fn);
-        if (inst) {
-            c->acquire = POOL_ACQUIRE_WARM;
-            instance_run(inst, c);
-            return true;
-        }
+    struct pool_sb *warm = find_warm(fn);
+    if (warm) {
+        c->acquire = POOL_ACQUIRE_WARM;
+        instance_run(warm, c);
+        return true;
     }
     if (fn->n_instances >= pool__fn_max_instances(p, fn))
         return false;

@@ -98,6 +98,7 @@ struct pool_fn {
     struct list queue;               /* pool_call.link */
     uint32_t queue_len;
     bool removed;
+    bool snapshot_ready;             /* microVM: a specialize of this version worked */
     uint64_t last_used_ns;
 
     /* counters */
