@@ -214,6 +214,10 @@ static int drop_privileges(char *msg, size_t len)
         return fail(msg, len, -errno, "capset: %s", strerror(errno));
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return fail(msg, len, -errno, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+    /* The uid change cleared the parent-death signal the spawner set: arm it
+     * again so that a zygote never outlives a crashed emberd. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        return fail(msg, len, -errno, "PR_SET_PDEATHSIG: %s", strerror(errno));
     /* Not dumpable: no core files, and other processes of the same uid (the
      * sibling instances) cannot ptrace this one or read its /proc entries. */
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
