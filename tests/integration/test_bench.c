@@ -36,8 +36,9 @@ static void start(void)
     cr_assert(mkdtemp(work), "mkdtemp: %s", strerror(errno));
 
     struct resp r;
-    int status = deploy_native(d.port, "noop", "{\"runtime\": \"native\", \"handler\": \"t_noop.so\"}",
-                               "tests/functions/t_noop.so", "t_noop.so", &r);
+    int status =
+        deploy_native(d.port, "noop", "{\"runtime\": \"native\", \"handler\": \"t_noop.so\"}",
+                      "tests/functions/t_noop.so", "t_noop.so", &r);
     cr_assert(status == 201 || status == 200, "deploy noop: %d %s", status, r.body);
     resp_free(&r);
 }
@@ -102,8 +103,9 @@ static const char *in_work(const char *name, char buf[PATH_MAX + 32])
 Test(bench, run_prints_json_with_answers_and_no_errors)
 {
     char out[PATH_MAX + 32];
-    const char *args[] = {"run", "--url", url, "--function", "noop", "--duration", "1",
-                          "--rate", "50", "--connections", "4", "--quiet", "--json", NULL};
+    const char *args[] = {"run",        "--url",   url,      "--function", "noop",
+                          "--duration", "1",       "--rate", "50",         "--connections",
+                          "4",          "--quiet", "--json", NULL};
     cr_assert_eq(run_bench(args, in_work("out.json", out)), 0, "ember-bench run failed");
 
     json_error_t jerr;
@@ -124,8 +126,7 @@ Test(bench, run_prints_json_with_answers_and_no_errors)
                  "every response carried Server-Timing acquire");
     cr_expect_gt(json_integer_value(json_object_get(acq, "warm")), 0, "warm calls seen");
     json_t *cold = json_object_get(j, "cold_ratio");
-    cr_expect(json_is_number(cold) && json_number_value(cold) >= 0 &&
-                  json_number_value(cold) <= 1,
+    cr_expect(json_is_number(cold) && json_number_value(cold) >= 0 && json_number_value(cold) <= 1,
               "cold_ratio is a ratio");
     json_t *lat = json_object_get(j, "latency_ms");
     double p50 = json_number_value(json_object_get(lat, "p50"));
@@ -161,11 +162,31 @@ Test(bench, sweep_writes_csv_and_svg_and_restores_the_knob)
     json_decref(before);
 
     char out[PATH_MAX + 32], csv[PATH_MAX + 32], svg[PATH_MAX + 32];
-    const char *args[] = {"sweep", "--url", url, "--function", "noop", "--duration", "1",
-                          "--rate", "20", "--connections", "4", "--knob", "keepalive_ms",
-                          "--values", "30000,60000", "--settle-ms", "0", "--target",
-                          "p99=10s", "--csv", in_work("sweep.csv", csv), "--svg",
-                          in_work("sweep.svg", svg), "--quiet", NULL};
+    const char *args[] = {"sweep",
+                          "--url",
+                          url,
+                          "--function",
+                          "noop",
+                          "--duration",
+                          "1",
+                          "--rate",
+                          "20",
+                          "--connections",
+                          "4",
+                          "--knob",
+                          "keepalive_ms",
+                          "--values",
+                          "30000,60000",
+                          "--settle-ms",
+                          "0",
+                          "--target",
+                          "p99=10s",
+                          "--csv",
+                          in_work("sweep.csv", csv),
+                          "--svg",
+                          in_work("sweep.svg", svg),
+                          "--quiet",
+                          NULL};
     cr_assert_eq(run_bench(args, in_work("sweep.out", out)), 0, "ember-bench sweep failed");
 
     char *table = slurp(out);
@@ -200,9 +221,10 @@ Test(bench, sweep_writes_csv_and_svg_and_restores_the_knob)
 Test(bench, sweep_of_an_unknown_knob_fails_cleanly)
 {
     char out[PATH_MAX + 32];
-    const char *args[] = {"sweep", "--url", url, "--function", "noop", "--duration", "1",
-                          "--rate", "5", "--knob", "no_such_knob", "--values", "1",
-                          "--settle-ms", "0", "--quiet", NULL};
+    const char *args[] = {"sweep",        "--url",    url,      "--function",  "noop",
+                          "--duration",   "1",        "--rate", "5",           "--knob",
+                          "no_such_knob", "--values", "1",      "--settle-ms", "0",
+                          "--quiet",      NULL};
     cr_expect_eq(run_bench(args, in_work("sweep.out", out)), 1,
                  "PATCH refused: exit 1, no load run");
 }
