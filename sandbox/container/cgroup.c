@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/magic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +35,6 @@
 #include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
-#include <linux/magic.h>
 
 #include "common/cleanup.h"
 #include "common/log.h"
@@ -102,7 +102,8 @@ static int read_key_at(int dirfd, const char *path, const char *key, uint64_t *v
     if (ret < 0)
         return ret;
     size_t klen = strlen(key);
-    for (char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+    for (char *line = buf; line && *line;
+         line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
         if (strncmp(line, key, klen) == 0 && line[klen] == ' ') {
             *v = strtoull(line + klen + 1, NULL, 10);
             return 0;
@@ -122,8 +123,7 @@ int container__cgroup_name_check(const char *name)
     if (n == 0 || n >= sizeof(((struct container_proc *)0)->cgroup) || name[0] == '.')
         return -EINVAL;
     for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)name[i]) && name[i] != '-' && name[i] != '_' &&
-            name[i] != '.')
+        if (!isalnum((unsigned char)name[i]) && name[i] != '-' && name[i] != '_' && name[i] != '.')
             return -EINVAL;
     return 0;
 }
@@ -339,8 +339,10 @@ static int open_base(struct cg_host *cg, struct cg_hier *hi, const char *hash,
 
 /* ---- killing and removing ------------------------------------------------ */
 
-/* Is host @pid (pinned by @pidfd) a member of @rel/@name? Checked after
- * pidfd_open so that a recycled pid is never killed by mistake. */
+/* Is the process that now has host @pid a member of @rel/@name? Asked after
+ * pidfd_open(@pid): if the pidfd's process has died and the number been
+ * reused since, the pidfd no longer reaches anyone (ESRCH); if it lives, it
+ * is the one /proc/@pid shows. So a recycled pid is never killed. */
 static bool pid_in_group(pid_t pid, const char *rel, const char *name)
 {
     char path[64], buf[2048], want[256];
@@ -422,8 +424,7 @@ static int remove_group(struct cg_host *cg, const char *name)
                 break;
             ret = -errno;
             if (ret != -EBUSY || waited >= RMDIR_TIMEOUT_NS) {
-                log_warn("container: rmdir %s/%s/%s: %s", hi->mount, cg->rel, name,
-                         strerror(-ret));
+                log_warn("container: rmdir %s/%s/%s: %s", hi->mount, cg->rel, name, strerror(-ret));
                 break;
             }
             nap(pause);
@@ -452,8 +453,8 @@ static void remove_leftovers(struct cg_host *cg)
         while ((de = readdir(d))) {
             if (de->d_type != DT_DIR || container__cgroup_name_check(de->d_name) < 0)
                 continue;
-            log_info("container: removing leftover cgroup %s/%s/%s", cg->hier[i].mount,
-                     cg->rel, de->d_name);
+            log_info("container: removing leftover cgroup %s/%s/%s", cg->hier[i].mount, cg->rel,
+                     de->d_name);
             remove_group(cg, de->d_name);
         }
         closedir(d);
@@ -462,15 +463,15 @@ static void remove_leftovers(struct cg_host *cg)
 
 /* ---- limits ---------------------------------------------------------------- */
 
-static int write_limit(struct cg_host *cg, struct cg_hier *hi, const char *name,
-                       const char *file, const char *val, struct ember_error *err)
+static int write_limit(struct cg_host *cg, struct cg_hier *hi, const char *name, const char *file,
+                       const char *val, struct ember_error *err)
 {
     char path[256];
     snprintf(path, sizeof(path), "%s/%s", name, file);
     int ret = write_at(hi->base_fd, path, val);
     if (ret < 0)
-        return ember_error_sys(err, ret, "cgroup: write '%s' to %s/%s/%s", val, hi->mount,
-                               cg->rel, path);
+        return ember_error_sys(err, ret, "cgroup: write '%s' to %s/%s/%s", val, hi->mount, cg->rel,
+                               path);
     return 0;
 }
 
@@ -693,8 +694,8 @@ int container__cgroup_create(struct cg_host *cg, const char *name,
     } else {
         for (; made < cg->n_hier; made++) {
             if (mkdirat(cg->hier[made].base_fd, name, 0755) < 0) {
-                ret = ember_error_sys(err, -errno, "cgroup: mkdir %s/%s/%s",
-                                      cg->hier[made].mount, cg->rel, name);
+                ret = ember_error_sys(err, -errno, "cgroup: mkdir %s/%s/%s", cg->hier[made].mount,
+                                      cg->rel, name);
                 goto err_rmdir;
             }
         }
@@ -705,8 +706,8 @@ int container__cgroup_create(struct cg_host *cg, const char *name,
     if (v2_fd && cg->into_cgroup) {
         *v2_fd = openat(cg->hier[0].base_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (*v2_fd < 0) {
-            ret = ember_error_sys(err, -errno, "cgroup: open %s/%s/%s", cg->hier[0].mount,
-                                  cg->rel, name);
+            ret = ember_error_sys(err, -errno, "cgroup: open %s/%s/%s", cg->hier[0].mount, cg->rel,
+                                  name);
             goto err_rmdir;
         }
     }

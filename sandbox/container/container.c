@@ -2,7 +2,7 @@
  * package mounts, pidfds, and the public cgroup calls.
  *
  * container_spawn is in spawn.c, the cgroup mechanics in cgroup.c, the
- * seccomp profile in seccomp.c.
+ * network namespace pool in netns.c, the seccomp profile in seccomp.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -100,8 +100,8 @@ static void reserve_host_ids(struct container_host *h, const char *file)
             continue;
         uint32_t k = (uint32_t)((id - h->uid_base) / 2);
         if (h->pair_used[k] == PAIR_FREE)
-            log_warn("container: host id %lu (%s) is inside the sandbox uid range; skipping it",
-                     id, file);
+            log_warn("container: host id %lu (%s) is inside the sandbox uid range; skipping it", id,
+                     file);
         h->pair_used[k] = PAIR_RESERVED;
     }
     free(line);
@@ -163,8 +163,9 @@ static int probe_namespaces(struct ember_error *err)
     if (pid < 0) {
         int e = errno;
         if (e == ENOSYS)
-            return ember_error_set(err, -ENOTSUP, "container: clone3 is not available "
-                                                  "(kernel 5.3 or later is needed)");
+            return ember_error_set(err, -ENOTSUP,
+                                   "container: clone3 is not available "
+                                   "(kernel 5.3 or later is needed)");
         return ember_error_sys(err, e == EPERM || e == EINVAL || e == ENOSPC ? -ENOTSUP : -e,
                                "container: cannot create user, pid, mount, ipc, uts, net and "
                                "cgroup namespaces (clone3; check user.max_user_namespaces)");
@@ -214,8 +215,9 @@ int container_host_open(const struct sandbox_config *cfg, struct container_host 
     if (!cfg || !cfg->state_dir || !cfg->agent_path)
         return ember_error_set(err, -EINVAL, "container: state_dir and agent_path are required");
     if (geteuid() != 0)
-        return ember_error_set(err, -ENOTSUP, "container: emberd must run as root to manage "
-                                              "namespaces, uid maps and cgroups");
+        return ember_error_set(err, -ENOTSUP,
+                               "container: emberd must run as root to manage "
+                               "namespaces, uid maps and cgroups");
 
     struct container_host *h = calloc(1, sizeof(*h));
     if (!h)
@@ -245,8 +247,9 @@ int container_host_open(const struct sandbox_config *cfg, struct container_host 
     ret = container__seccomp_build(&h->bpf, &h->bpf_len, err);
     if (ret < 0)
         goto err_pairs;
-    /* Last: it kills a previous run's sandboxes, which only makes sense
-     * once we know we can replace them. */
+    /* After every check that can fail for lack of support: this kills a
+     * previous run's sandboxes, which only makes sense once we know we can
+     * replace them. */
     ret = container__cgroup_open(&h->cg, h->hash, err);
     if (ret < 0)
         goto err_seccomp;
@@ -320,8 +323,7 @@ int container_cgroup_adopt(struct container_host *h, const char *cgroup, pid_t p
     return ret;
 }
 
-int container_cgroup_stats(struct container_host *h, const char *cgroup,
-                           struct sandbox_stats *out)
+int container_cgroup_stats(struct container_host *h, const char *cgroup, struct sandbox_stats *out)
 {
     return container__cgroup_stats(&h->cg, cgroup, out);
 }

@@ -3,6 +3,7 @@
  *   container.c  host probe and state, uid pairs, package mounts, pidfds
  *   spawn.c      container_spawn: the plan, the parent's half, the child
  *   cgroup.c     cgroup v1 / v2: detection, ember's root, per-sandbox groups
+ *   netns.c      network namespaces made ahead by a background thread
  *   seccomp.c    THE seccomp profile (one table) and its BPF export
  *
  * Nothing here is for other modules; backend.c uses container.h only.
@@ -42,19 +43,19 @@ struct cg_hier {
 struct cg_host {
     struct cg_hier hier[CG_NCTRL]; /* at most one hierarchy per controller */
     int n_hier;
-    int of[CG_NCTRL];              /* hierarchy index carrying each controller */
-    char rel[64];                  /* "ember/<hash>", below each mount point */
-    bool memsw;                    /* v1 memory.memsw.* exists (swap accounting) */
-    bool v2_swap;                  /* v2 memory.swap.max exists */
-    bool into_cgroup;              /* one v2 hierarchy carries everything:
-                                      clone3(CLONE_INTO_CGROUP) can place a child */
+    int of[CG_NCTRL]; /* hierarchy index carrying each controller */
+    char rel[64];     /* "ember/<hash>", below each mount point */
+    bool memsw;       /* v1 memory.memsw.* exists (swap accounting) */
+    bool v2_swap;     /* v2 memory.swap.max exists */
+    bool into_cgroup; /* one v2 hierarchy carries everything:
+                         clone3(CLONE_INTO_CGROUP) can place a child */
 
     /* Spare groups made ahead ("spare-<n>", default limits), renamed into
      * place by create: a rename is ~4x cheaper than the mkdirs. v1 only
      * (cgroup2 refuses rename). */
     bool use_spares;
     pthread_mutex_t spare_lock;
-    uint32_t spare[16];            /* their numbers, a stack */
+    uint32_t spare[16]; /* their numbers, a stack */
     unsigned n_spare;
     uint32_t spare_seq;
 };
@@ -94,7 +95,7 @@ struct netns_pool {
     pthread_cond_t cond; /* the filler waits for room */
     int fd[8];           /* /proc/thread-self/ns/net of each, a stack */
     unsigned n;
-    int host_fd;         /* the daemon's own namespace, to return to */
+    int host_fd; /* the daemon's own namespace, to return to */
 };
 
 /** Start the filler thread. */
@@ -123,15 +124,15 @@ struct container_usr_link {
 };
 
 struct container_host {
-    char *state_dir;   /* realpath of cfg->state_dir */
+    char *state_dir; /* realpath of cfg->state_dir */
     char *agent_path;
     uint32_t tmp_size_mb;
-    char hash[9];      /* 8 hex digits of a hash of state_dir */
+    char hash[9]; /* 8 hex digits of a hash of state_dir */
 
     struct cg_host cg;
     struct netns_pool netns;
 
-    void *bpf;         /* struct sock_filter[] */
+    void *bpf; /* struct sock_filter[] */
     size_t bpf_len;
 
     struct container_usr_link links[CONTAINER_MAX_USR_LINKS];
@@ -141,12 +142,12 @@ struct container_host {
     pthread_mutex_t lock;
     uint32_t uid_base;
     uint32_t n_pairs;
-    uint8_t *pair_used;    /* 1 in use, 2 reserved (a host user/group owns it) */
-    uint32_t next_pair;    /* round-robin cursor */
+    uint8_t *pair_used; /* 1 in use, 2 reserved (a host user/group owns it) */
+    uint32_t next_pair; /* round-robin cursor */
     struct {
         uint64_t id;
         uint32_t pair;
-    } *owners;             /* live sandbox id -> pair, unordered */
+    } * owners; /* live sandbox id -> pair, unordered */
     size_t n_owners, cap_owners;
 };
 

@@ -39,21 +39,33 @@
 #define EPROTONOSUPPORT_ SCMP_ACT_ERRNO(EPROTONOSUPPORT)
 
 /* One argument comparison, written out so the table is a constant. */
-#define ARG(n, cmp, a, b) {.arg = (n), .op = (cmp), .datum_a = (a), .datum_b = (b)}
+#define ARG(n, cmp, a, b)                                                                          \
+    {                                                                                              \
+        .arg = (n), .op = (cmp), .datum_a = (a), .datum_b = (b)                                    \
+    }
 #define ARG_EQ(n, v) ARG(n, SCMP_CMP_EQ, (v), 0)
 #define ARG_GT(n, v) ARG(n, SCMP_CMP_GT, (v), 0)
 #define ARG_GE(n, v) ARG(n, SCMP_CMP_GE, (v), 0)
 #define ARG_MASK(n, mask, v) ARG(n, SCMP_CMP_MASKED_EQ, (mask), (v))
 
 /* Namespace bits of clone(2)'s flags (argument 0 on x86_64). */
-#define CLONE_NS_FLAGS                                                                     \
-    (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |         \
-     CLONE_NEWPID | CLONE_NEWNET)
+#define CLONE_NS_FLAGS                                                                             \
+    (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID |  \
+     CLONE_NEWNET)
 
 /* Table rows: a syscall, its action, and up to two argument comparisons. */
-#define R(name_, act) {.name = (name_), .action = (act)}
-#define R1(name_, act, a0) {.name = (name_), .action = (act), .n_args = 1, .args = {a0}}
-#define R2(name_, act, a0, a1) {.name = (name_), .action = (act), .n_args = 2, .args = {a0, a1}}
+#define R(name_, act)                                                                              \
+    {                                                                                              \
+        .name = (name_), .action = (act)                                                           \
+    }
+#define R1(name_, act, a0)                                                                         \
+    {                                                                                              \
+        .name = (name_), .action = (act), .n_args = 1, .args = { a0 }                              \
+    }
+#define R2(name_, act, a0, a1)                                                                     \
+    {                                                                                              \
+        .name = (name_), .action = (act), .n_args = 2, .args = { a0, a1 }                          \
+    }
 
 struct rule {
     const char *name;

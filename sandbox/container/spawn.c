@@ -65,20 +65,21 @@ enum {
     CHILD_FIRST_FREE = 7,
 };
 
-#define NS_FLAGS                                                                            \
+#define NS_FLAGS                                                                                   \
     (CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET)
 
-#define MAX_BINDS (1 + CONTAINER_MAX_USR_LINKS + 6 + ARRAY_SIZE(((struct container_spawn_opts *)0)->ro_binds))
+#define MAX_BINDS                                                                                  \
+    (1 + CONTAINER_MAX_USR_LINKS + 6 + ARRAY_SIZE(((struct container_spawn_opts *)0)->ro_binds))
 
 /* One host path bound read-only (or, /dev nodes, as they are) into the root. */
 struct bind {
-    const char *src;  /* absolute host path */
-    const char *dst;  /* path below the new root, no leading '/' */
-    bool dir;         /* mountpoint is a directory (else an empty file) */
-    bool parents;     /* create missing parent directories */
-    bool late;        /* after /tmp is attached (it may live below /tmp) */
-    unsigned flags;   /* open_tree flags beyond CLONE|CLOEXEC */
-    uint64_t attr;    /* MOUNT_ATTR_* */
+    const char *src; /* absolute host path */
+    const char *dst; /* path below the new root, no leading '/' */
+    bool dir;        /* mountpoint is a directory (else an empty file) */
+    bool parents;    /* create missing parent directories */
+    bool late;       /* after /tmp is attached (it may live below /tmp) */
+    unsigned flags;  /* open_tree flags beyond CLONE|CLOEXEC */
+    uint64_t attr;   /* MOUNT_ATTR_* */
 };
 
 struct file {
@@ -88,9 +89,9 @@ struct file {
 
 /* Everything the child needs, prepared by the parent before clone3. */
 struct plan {
-    int fd_src[4];  /* parent-side numbers of CHILD_CHAN..CHILD_STATUS */
-    int fd_high;    /* 1 + the highest of them */
-    bool lo_up;     /* bring up lo (not when the namespace came from the pool) */
+    int fd_src[4]; /* parent-side numbers of CHILD_CHAN..CHILD_STATUS */
+    int fd_high;   /* 1 + the highest of them */
+    bool lo_up;    /* bring up lo (not when the namespace came from the pool) */
     struct bind binds[MAX_BINDS];
     int n_binds;
     const struct container_usr_link *links;
@@ -192,7 +193,7 @@ static const char *const root_dirs[] = {"usr", "dev", "etc", "fn", "proc", "tmp"
 static const struct {
     const char *src, *dst;
 } dev_nodes[] = {
-    {"/dev/null", "dev/null"},     {"/dev/zero", "dev/zero"}, {"/dev/full", "dev/full"},
+    {"/dev/null", "dev/null"},     {"/dev/zero", "dev/zero"},       {"/dev/full", "dev/full"},
     {"/dev/random", "dev/random"}, {"/dev/urandom", "dev/urandom"},
 };
 static const struct {
@@ -245,7 +246,7 @@ static long raw6(long n, long a, long b, long c, long d, long e, long f)
 }
 #endif
 
-#define SC_(n, a, b, c, d, e, f, ...)                                                       \
+#define SC_(n, a, b, c, d, e, f, ...)                                                              \
     raw6((long)(n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
 #define SC(...) SC_(__VA_ARGS__, 0, 0, 0, 0, 0, 0, 0)
 
@@ -265,12 +266,12 @@ CHILD_FN static _Noreturn void child_fail(int status_fd, enum step step, long er
 }
 
 /* Run a raw call; on failure report (step, index) and exit. */
-#define TRY(step, index, expr)                                                              \
-    ({                                                                                      \
-        long _r = (expr);                                                                   \
-        if (_r < 0)                                                                         \
-            child_fail(CHILD_STATUS, (step), _r, (index));                                  \
-        _r;                                                                                 \
+#define TRY(step, index, expr)                                                                     \
+    ({                                                                                             \
+        long _r = (expr);                                                                          \
+        if (_r < 0)                                                                                \
+            child_fail(CHILD_STATUS, (step), _r, (index));                                         \
+        _r;                                                                                        \
     })
 
 /* volatile keeps the compiler from turning these loops back into calls to
@@ -387,9 +388,9 @@ CHILD_FN static void child_mountpoint(long root, const struct bind *b, int index
         if (r < 0 && r != -EEXIST)
             child_fail(CHILD_STATUS, STEP_MKDIR, r, index);
     } else {
-        long fd = TRY(STEP_MKFILE, index,
-                      SC(SYS_openat, root, b->dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-                         0644));
+        long fd =
+            TRY(STEP_MKFILE, index,
+                SC(SYS_openat, root, b->dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
         SC(SYS_close, fd);
     }
 }
@@ -416,13 +417,13 @@ CHILD_FN static int child_main(void *arg)
     TRY(STEP_RSLAVE, -1, SC(SYS_mount, NULL, "/", NULL, MS_REC | MS_SLAVE, NULL));
     for (int i = 0; i < p->n_binds; i++) {
         const struct bind *b = &p->binds[i];
-        bind_fd[i] = TRY(STEP_OPEN_TREE, i,
-                         SC(SYS_open_tree, AT_FDCWD, b->src,
-                            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | b->flags));
+        bind_fd[i] = TRY(
+            STEP_OPEN_TREE, i,
+            SC(SYS_open_tree, AT_FDCWD, b->src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | b->flags));
         struct mount_attr attr = {.attr_set = b->attr, .propagation = MS_PRIVATE};
         TRY(STEP_SETATTR, i,
-            SC(SYS_mount_setattr, bind_fd[i], "", AT_EMPTY_PATH | (b->flags & AT_RECURSIVE),
-               &attr, sizeof(attr)));
+            SC(SYS_mount_setattr, bind_fd[i], "", AT_EMPTY_PATH | (b->flags & AT_RECURSIVE), &attr,
+               sizeof(attr)));
     }
     TRY(STEP_HOSTNAME, -1, SC(SYS_sethostname, "ember", 5));
     if (p->lo_up)
@@ -466,9 +467,9 @@ CHILD_FN static int child_main(void *arg)
     for (size_t i = 0; i < ARRAY_SIZE(dev_links); i++)
         TRY(STEP_SYMLINK, -1, SC(SYS_symlinkat, dev_links[i].target, root, dev_links[i].name));
     for (size_t i = 0; i < ARRAY_SIZE(etc_files); i++) {
-        long fd = TRY(STEP_ETC, -1,
-                      SC(SYS_openat, root, etc_files[i].path,
-                         O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+        long fd = TRY(
+            STEP_ETC, -1,
+            SC(SYS_openat, root, etc_files[i].path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
         size_t len = c_strlen(etc_files[i].data);
         long w = SC(SYS_write, fd, etc_files[i].data, len);
         if (w != (long)len)
@@ -478,9 +479,9 @@ CHILD_FN static int child_main(void *arg)
     for (int i = 0; i < p->n_binds; i++)
         if (!p->binds[i].late)
             child_bind(root, p, bind_fd, i);
-    long tmp = TRY(STEP_TMP, -1,
-                   child_fsmount("tmpfs", p->tmp_size, "1777",
-                                 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV));
+    long tmp =
+        TRY(STEP_TMP, -1,
+            child_fsmount("tmpfs", p->tmp_size, "1777", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV));
     TRY(STEP_MOVE, -1, SC(SYS_move_mount, tmp, "", root, "tmp", MOVE_MOUNT_F_EMPTY_PATH));
     TRY(STEP_MOVE, -1, SC(SYS_move_mount, proc_fd, "", root, "proc", MOVE_MOUNT_F_EMPTY_PATH));
     for (int i = 0; i < p->n_binds; i++)
@@ -533,8 +534,7 @@ static int check_ro_bind(const struct container_host *h, const char *path, bool 
     if (strstr(path, "/../") || strstr(path, "/./") || strstr(path, "//") ||
         (strlen(path) >= 3 && strcmp(path + strlen(path) - 3, "/..") == 0) ||
         path[strlen(path) - 1] == '/')
-        return ember_error_set(err, -EINVAL, "spawn: ro_bind '%s' is not a normalized path",
-                               path);
+        return ember_error_set(err, -EINVAL, "spawn: ro_bind '%s' is not a normalized path", path);
     if (reserved_top(h, path + 1))
         return ember_error_set(err, -EINVAL,
                                "spawn: ro_bind '%s' lands in a directory the sandbox root "
@@ -598,9 +598,8 @@ static int build_plan(const struct container_host *h, const struct container_spa
 static int child_error(const struct plan *p, const struct child_report *r, const char *exec_path,
                        struct ember_error *err)
 {
-    const char *what = r->step >= 0 && (size_t)r->step < ARRAY_SIZE(step_names)
-                           ? step_names[r->step]
-                           : "?";
+    const char *what =
+        r->step >= 0 && (size_t)r->step < ARRAY_SIZE(step_names) ? step_names[r->step] : "?";
     const char *path = "";
     if (r->step == STEP_EXEC)
         path = exec_path;
@@ -616,8 +615,7 @@ static int child_error(const struct plan *p, const struct child_report *r, const
 static int write_maps(pid_t pid, uint32_t host0, struct ember_error *err)
 {
     char path[64], map[96];
-    int n = snprintf(map, sizeof(map), "0 %" PRIu32 " 1\n1000 %" PRIu32 " 1\n", host0,
-                     host0 + 1);
+    int n = snprintf(map, sizeof(map), "0 %" PRIu32 " 1\n1000 %" PRIu32 " 1\n", host0, host0 + 1);
     static const char *const files[] = {"uid_map", "gid_map"};
     for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
         snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, files[i]);
@@ -654,16 +652,15 @@ static long clone3_vm(struct clone_args *args, int (*fn)(void *), void *arg)
                      "ud2\n"
                      "1:"
                      : "=a"(ret)
-                     : "a"((long)SYS_clone3), "D"(args), "S"(sizeof(*args)), "r"(r12), "r"(r13),
-                       [nr_exit] "i"(SYS_exit)
+                     : "a"((long)SYS_clone3), "D"(args), "S"(sizeof(*args)), "r"(r12),
+                       "r"(r13), [nr_exit] "i"(SYS_exit)
                      : "rcx", "r11", "memory");
     return ret;
 }
 #endif
 
 /* Start child_main(@plan) in new namespaces; -1 + errno on failure. */
-static pid_t start_child(struct plan *plan, uint64_t flags, int cgroup_fd, int *pidfd,
-                         void *stack)
+static pid_t start_child(struct plan *plan, uint64_t flags, int cgroup_fd, int *pidfd, void *stack)
 {
     struct clone_args args = {
         .flags = flags | CLONE_PIDFD,
@@ -702,8 +699,7 @@ static void netns_return(struct container_host *h)
     for (int i = 0; i < 3; i++)
         if (setns(h->netns.host_fd, CLONE_NEWNET) == 0)
             return;
-    log_error("container: cannot return to the daemon's network namespace: %s",
-              strerror(errno));
+    log_error("container: cannot return to the daemon's network namespace: %s", strerror(errno));
     abort();
 }
 
@@ -717,8 +713,8 @@ static void kill_child(int pidfd)
 }
 
 int container__spawn(struct container_host *h, uint64_t sandbox_id,
-                      const struct container_limits *lim, const struct container_spawn_opts *opts,
-                      struct container_proc *out, uint64_t *t, struct ember_error *err)
+                     const struct container_limits *lim, const struct container_spawn_opts *opts,
+                     struct container_proc *out, uint64_t *t, struct ember_error *err)
 {
     cleanup_close int exec_fd = -1, chan = -1, chan_child = -1, rel_rd = -1, rel_wr = -1,
                       st_rd = -1, st_wr = -1, cg_fd = -1, net_fd = -1;
@@ -726,12 +722,12 @@ int container__spawn(struct container_host *h, uint64_t sandbox_id,
     bool cg_made = false;
     int pidfd = -1;
     void *stack = MAP_FAILED;
-#define LAP(i)                                                                              \
-    do {                                                                                    \
-        now = ember_now_ns();                                                               \
-        if (t)                                                                              \
-            t[i] = now - mark;                                                              \
-        mark = now;                                                                         \
+#define LAP(i)                                                                                     \
+    do {                                                                                           \
+        now = ember_now_ns();                                                                      \
+        if (t)                                                                                     \
+            t[i] = now - mark;                                                                     \
+        mark = now;                                                                                \
     } while (0)
 
     memset(out, 0, sizeof(*out));
@@ -830,8 +826,7 @@ int container__spawn(struct container_host *h, uint64_t sandbox_id,
         netns_return(h);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
-        ret = ember_error_sys(err, -clone_errno,
-                              "spawn: clone3(user, pid, mount, ipc, uts, net%s)",
+        ret = ember_error_sys(err, -clone_errno, "spawn: clone3(user, pid, mount, ipc, uts, net%s)",
                               cg_fd >= 0 ? ", into cgroup" : "");
         goto err_stack;
     }

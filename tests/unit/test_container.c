@@ -177,9 +177,11 @@ static void facts(char **argv)
     struct stat st;
     say("host_root", "%s", err_or_ok(stat("/root", &st)));
     say("write_root", "%s", err_or_ok(open("/probe-file", O_WRONLY | O_CREAT | O_CLOEXEC, 0644)));
-    say("write_usr", "%s", err_or_ok(open("/usr/probe-file", O_WRONLY | O_CREAT | O_CLOEXEC, 0644)));
+    say("write_usr", "%s",
+        err_or_ok(open("/usr/probe-file", O_WRONLY | O_CREAT | O_CLOEXEC, 0644)));
     say("write_etc", "%s", err_or_ok(open("/etc/passwd", O_WRONLY | O_CLOEXEC)));
-    say("write_tmp", "%s", err_or_ok(open("/tmp/probe-file", O_WRONLY | O_CREAT | O_CLOEXEC, 0644)));
+    say("write_tmp", "%s",
+        err_or_ok(open("/tmp/probe-file", O_WRONLY | O_CREAT | O_CLOEXEC, 0644)));
     int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
     say("write_null", "%s", err_or_ok(fd >= 0 ? (int)write(fd, "x", 1) : -1));
     fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -317,8 +319,8 @@ int main(int argc, char **argv)
         struct probe_cmd cmd;
         char cbuf[CMSG_SPACE(sizeof(int))];
         struct iovec iov = {.iov_base = &cmd, .iov_len = sizeof(cmd)};
-        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                             .msg_controllen = sizeof(cbuf)};
+        struct msghdr msg = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
         ssize_t n = recvmsg(CHAN, &msg, MSG_CMSG_CLOEXEC | MSG_WAITALL);
         if (n != sizeof(cmd))
             return 0;
@@ -393,7 +395,7 @@ int main(int argc, char **argv)
 #define UID_BASE 1000000000u
 #define UID_COUNT 65536u
 
-static char work_dir[64];   /* temp dir: the probe, state dirs, a package */
+static char work_dir[64]; /* temp dir: the probe, state dirs, a package */
 static char probe_path[128];
 
 /* What a test opened, so that .fini cleans up even after a failed assert
@@ -691,7 +693,11 @@ Test(container, spawn_shapes_the_sandbox)
     cr_expect_str_eq(squeezed, want);
     cr_expect(p.host_uid >= UID_BASE && p.host_uid < UID_BASE + UID_COUNT);
     cr_expect_eq((p.host_uid - UID_BASE) % 2, 1);
-    cr_expect_str_eq(fact(&f, "cap_eff"), "000001ffffffffff", "full caps in its own userns");
+    /* Every capability this kernel knows, in its own user namespace. */
+    char last[16], caps[32];
+    read_text("/proc/sys/kernel/cap_last_cap", last, sizeof(last));
+    snprintf(caps, sizeof(caps), "%016llx", (1ull << (atoi(last) + 1)) - 1);
+    cr_expect_str_eq(fact(&f, "cap_eff"), caps);
     expect_fact(&f, "nnp", "0");
 
     /* The host sees the sandbox as the pair's first id. */
@@ -721,8 +727,6 @@ Test(container, spawn_shapes_the_sandbox)
     }
 
     /* The root: minimal, read-only but /tmp. */
-    char root_want[256] = "bin,dev,etc,fn,lib,lib32,lib64,proc,sbin,tmp,usr";
-    (void)root_want;
     const char *root = fact(&f, "root");
     cr_expect(strstr(root, "dev,etc,fn") && strstr(root, "proc") && strstr(root, "tmp,usr"),
               "root: %s", root);
@@ -798,8 +802,8 @@ Test(container, cgroup_limits_stats_and_remove)
 
     /* Specialization raises the limits, then lowers them again. */
     struct ember_error err = {0};
-    struct container_limits bigger = {.memory_bytes = 256ull << 20, .pids_max = 100,
-                                      .cpu_quota_pct = 200};
+    struct container_limits bigger = {
+        .memory_bytes = 256ull << 20, .pids_max = 100, .cpu_quota_pct = 200};
     cr_assert_eq(container_cgroup_set(h, "sb-7", &bigger, &err), 0, "%s", err.msg);
     cr_assert_eq(container_cgroup_stats(h, "sb-7", &st), 0);
     cr_expect_eq(st.memory_limit, 256ull << 20);
@@ -829,10 +833,21 @@ Test(container, cgroup_limits_stats_and_remove)
 Test(container, oom_kill_is_counted)
 {
     struct container_host *h = open_host("state-oom");
+    /* Without swap accounting a host with swap pages the probe out instead
+     * of killing it. */
+    bool v1 = h->cg.hier[h->cg.of[CG_MEMORY]].version == 1;
+    if (!(v1 ? h->cg.memsw : h->cg.v2_swap)) {
+        char swaps[4096];
+        read_text("/proc/swaps", swaps, sizeof(swaps));
+        if (strchr(swaps, '\n')) {
+            close_host(h);
+            cr_skip_test("swap is on without swap accounting: no OOM kill to count");
+        }
+    }
     struct container_proc p;
     struct facts f;
-    struct container_limits small = {.memory_bytes = 32ull << 20, .pids_max = 16,
-                                     .cpu_quota_pct = 100};
+    struct container_limits small = {
+        .memory_bytes = 32ull << 20, .pids_max = 16, .cpu_quota_pct = 100};
     struct ember_error err = {0};
     cr_assert_eq(container_spawn(h, 3, &small, NULL, &p, &err), 0, "%s", err.msg);
     track_proc(h, &p, true);
@@ -1079,8 +1094,8 @@ Test(container, adopt_moves_a_process_fast)
         waitpid(pid, NULL, 0);
         cr_expect_not(group_exists(h, name));
     }
-    printf("container_cgroup_adopt over %d: wall mean %.0f us, max %.0f us; cpu mean %.0f us\n",
-           N, (double)total / N / 1000.0, (double)worst / 1000.0, (double)cpu / N / 1000.0);
+    printf("container_cgroup_adopt over %d: wall mean %.0f us, max %.0f us; cpu mean %.0f us\n", N,
+           (double)total / N / 1000.0, (double)worst / 1000.0, (double)cpu / N / 1000.0);
     struct ember_error err = {0};
     cr_expect_lt(container_cgroup_adopt(h, "../escape", getpid(), &limits, &err), 0);
     close_host(h);
@@ -1133,8 +1148,7 @@ Test(container, spawn_latency)
                phase[k][N * 99 / 100] / 1e3);
     }
     printf("  spawning thread's cpu: mean %.0f us per spawn\n", (double)cpu / N / 1e3);
-    printf("  destroy (kill + reap + cgroup remove): mean %.0f us\n",
-           (double)destroy_ns / N / 1e3);
+    printf("  destroy (kill + reap + cgroup remove): mean %.0f us\n", (double)destroy_ns / N / 1e3);
     printf("  sequential spawn+destroy rate: %.0f/s\n", N / wall);
     close_host(h);
 }
