@@ -1,6 +1,7 @@
 /* instance.c - an instance: serve INVOKEs until emberd lets go.
  *
- * The main thread only reads: frames from fd 3 and the log pipes. Calls go
+ * The main thread reads frames from fd 3 and the log pipes. With a
+ * concurrency of 1 it runs each call itself; otherwise calls go
  * to worker threads, started on demand up to the manifest's concurrency
  * (capped at AGENT_WORKERS_MAX), so a handler that runs long never stops the
  * log from flowing, and calls over the concurrency wait in order. A worker
@@ -150,12 +151,40 @@ static void enqueue(uint32_t id, uint8_t *payload, uint32_t len)
     pthread_mutex_unlock(&pool.mu);
 }
 
+/*
+ * With a concurrency of 1 there is never a second call to overlap with, so
+ * the main thread runs the call itself: handing it to a worker would cost
+ * two futex wake-ups and two context switches per call, more than a no-op
+ * handler costs in all. Output written meanwhile waits in the (non-blocking)
+ * pipes and is drained right after the call.
+ */
+static void run_inline(uint32_t id, uint8_t *payload, uint32_t len)
+{
+    static struct proto_request *req;
+    static struct proto_buf out;
+    if (!req) {
+        req = malloc(sizeof(*req));
+        proto_buf_init(&out); /* (the main thread's alternate signal stack
+                                 was set up by agent__crash_init) */
+    }
+    if (!req) {
+        agent__send_failed(id, PROTO_FAIL_INTERNAL, "agent: out of memory");
+        return;
+    }
+    struct job job = {.id = id, .payload = payload, .len = len};
+    run(&job, 0, req, &out);
+}
+
 static void on_frame(const struct proto_hdr *h, uint8_t **payload, int *fds, int n_fds)
 {
     for (int i = 0; i < n_fds; i++)
         close(fds[i]);
     switch (h->type) {
     case PROTO_INVOKE:
+        if (pool.max_workers == 1) {
+            run_inline(h->id, *payload, h->len); /* the caller frees the payload */
+            return;
+        }
         enqueue(h->id, *payload, h->len);
         *payload = NULL;
         return;
