@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -550,9 +551,44 @@ int container__cgroup_limits(struct cg_host *cg, const char *name,
 
 /* ---- the internal interface ----------------------------------------------- */
 
+/*
+ * Moving a process between cgroups (a zygote's fork leaving for its own
+ * group) takes the kernel's global cgroup_threadgroup_rwsem for writing,
+ * which normally waits for an RCU grace period: 5-40 ms here, measured, for
+ * one write to cgroup.procs. A hierarchy mounted with "favordynmods" flips
+ * that lock to a mode where writers are cheap and fork/exit pay a little
+ * instead, for every hierarchy, while the mount lives. ember holds such a
+ * mount of an empty named v1 hierarchy, detached (fsmount: it appears in no
+ * mount table) and kept only by this fd, so it goes away with the daemon.
+ * That trade is the right one for a host that migrates a process on every
+ * scale-out; a kernel without the option just keeps the slow path.
+ */
+static void favor_dynmods(struct cg_host *cg)
+{
+    int fs = fsopen("cgroup", FSOPEN_CLOEXEC);
+    if (fs < 0) {
+        log_debug("container: fsopen cgroup: %s", strerror(errno));
+        return;
+    }
+    if (fsconfig(fs, FSCONFIG_SET_STRING, "name", "ember-favordynmods", 0) < 0 ||
+        fsconfig(fs, FSCONFIG_SET_FLAG, "none", NULL, 0) < 0 ||
+        fsconfig(fs, FSCONFIG_SET_FLAG, "favordynmods", NULL, 0) < 0 ||
+        fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+        log_info("container: cgroup favordynmods unavailable (%s): process moves between "
+                 "cgroups stay slow", strerror(errno));
+        close(fs);
+        return;
+    }
+    cg->favor_fd = fsmount(fs, FSMOUNT_CLOEXEC, 0);
+    if (cg->favor_fd < 0)
+        log_info("container: fsmount cgroup favordynmods: %s", strerror(errno));
+    close(fs);
+}
+
 int container__cgroup_open(struct cg_host *cg, const char *hash, struct ember_error *err)
 {
     memset(cg, 0, sizeof(*cg));
+    cg->favor_fd = -1;
     pthread_mutex_init(&cg->spare_lock, NULL);
     for (int i = 0; i < CG_NCTRL; i++)
         cg->hier[i].base_fd = -1;
@@ -574,6 +610,9 @@ int container__cgroup_open(struct cg_host *cg, const char *hash, struct ember_er
         cg->v2_swap = exists_at(mem->base_fd, "memory.swap.max");
 
     remove_leftovers(cg);
+    cg->favor_fd = -1;
+    if (cg->hier[cg->of[CG_MEMORY]].version == 1)
+        favor_dynmods(cg);
     cg->use_spares = true;
     for (int i = 0; i < cg->n_hier; i++)
         if (cg->hier[i].version != 1)
@@ -615,6 +654,9 @@ void container__cgroup_close(struct cg_host *cg)
         rmdir(path);
     }
     cg->n_hier = 0;
+    if (cg->favor_fd >= 0)
+        close(cg->favor_fd);
+    cg->favor_fd = -1;
     pthread_mutex_destroy(&cg->spare_lock);
 }
 

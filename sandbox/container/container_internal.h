@@ -49,6 +49,7 @@ struct cg_host {
     bool v2_swap;     /* v2 memory.swap.max exists */
     bool into_cgroup; /* one v2 hierarchy carries everything:
                          clone3(CLONE_INTO_CGROUP) can place a child */
+    int favor_fd;     /* detached mount of a v1 hierarchy with favordynmods, or -1 */
 
     /* Spare groups made ahead ("spare-<n>", default limits), renamed into
      * place by create: a rename is ~4x cheaper than the mkdirs. v1 only
