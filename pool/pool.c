@@ -150,6 +150,16 @@ static void psb_destroy(struct pool_sb *psb)
     maybe_drain_done(p);
 }
 
+/* A call stopped waiting for a new instance (it got one, or failed). */
+static void acquired_done(struct pool_call *c)
+{
+    if (!c->acquiring)
+        return;
+    c->acquiring = false;
+    c->pool->acquiring--;
+    pool_kick(c->pool); /* the stem cell refill waited for this */
+}
+
 /* ---- stem cells ---------------------------------------------------------- */
 
 static void on_stem_exit(struct sandbox *sb, const char *why, void *data)
@@ -194,6 +204,11 @@ static void stems_refill(struct pool *p)
     for (int k = 0; k < SANDBOX_KIND_COUNT; k++) {
         if (!p->be[k])
             continue;
+        /* Refill off the call's path: on two cores a spawn running beside a
+         * specialization doubles the call's wait, so calls that are getting
+         * an instance right now go first. */
+        if (p->acquiring > 0)
+            return;
         uint64_t stem_charge = (uint64_t)POOL_STEM_MEMORY_MB_DEFAULT * MB;
         while (!p->draining && p->n_stems[k] + p->n_stems_starting[k] < p->knobs.stem_cells[k] &&
                p->n_stems_starting[k] < 2 && p->mem_charged + stem_charge <= budget_bytes(p) &&
@@ -384,6 +399,7 @@ static void on_instance_forked(struct sandbox *sb, int status, void *data)
         return;
     }
     if (c) { /* cancelled while the instance started */
+        acquired_done(c);
         store_record_unref(c->rec);
         free(c);
     }
@@ -631,6 +647,10 @@ static int instance_start_direct(struct pool *p, struct pool_fn *fn, enum sandbo
     store_record_ref(inst->rec);
     inst->reserved = c;
     inst->acquire = how;
+    if (c && !c->acquiring) {
+        c->acquiring = true;
+        p->acquiring++;
+    }
     charge(p, inst, fn_memory(fn->rec));
     fn->n_instances++;
     list_insert_tail(&fn->instances, &inst->link);
@@ -686,6 +706,10 @@ static int instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *
     z->children++;
     inst->reserved = c;
     inst->acquire = how;
+    if (c && !c->acquiring) {
+        c->acquiring = true;
+        p->acquiring++;
+    }
     charge(p, inst, fn_memory(fn->rec));
     fn->n_instances++;
     list_insert_tail(&fn->instances, &inst->link);
@@ -703,6 +727,7 @@ static int instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *
 static void call_complete(struct pool_call *c, struct pool_result *res)
 {
     struct pool *p = c->pool;
+    acquired_done(c);
     struct pool_fn *fn = c->fn;
     uint64_t now = ember_now_ns();
 
@@ -811,6 +836,7 @@ static void instance_run(struct pool_sb *inst, struct pool_call *c)
         c->t_dequeue = ember_now_ns();
     if (!c->t_acquired)
         c->t_acquired = ember_now_ns();
+    acquired_done(c);
     c->psb = inst;
     inst->inflight++;
     inst->state = PSB_BUSY;

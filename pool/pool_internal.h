@@ -123,6 +123,7 @@ struct pool_call {
     uint64_t init_ns;
     enum pool_acquire acquire;
     struct pool_sb *psb;             /* instance running it */
+    bool acquiring;                  /* counted in pool->acquiring */
 };
 
 struct pool {
@@ -149,6 +150,7 @@ struct pool {
     void (*drain_done)(void *);
     void *drain_data;
     uint32_t live_sandboxes;         /* allocated pool_sb */
+    uint32_t acquiring;              /* calls waiting for a new instance */
     int closing;                     /* handles whose close callback is pending */
 
     uint64_t next_call_id;
