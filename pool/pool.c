@@ -211,7 +211,7 @@ static void stems_refill(struct pool *p)
             return;
         uint64_t stem_charge = (uint64_t)POOL_STEM_MEMORY_MB_DEFAULT * MB;
         while (!p->draining && p->n_stems[k] + p->n_stems_starting[k] < p->knobs.stem_cells[k] &&
-               p->n_stems_starting[k] < 2 && p->mem_charged + stem_charge <= budget_bytes(p) &&
+               p->n_stems_starting[k] < POOL_STEM_STARTS_MAX && p->mem_charged + stem_charge <= budget_bytes(p) &&
                p->stem_failures < 1000) {
             struct pool_sb *psb = psb_new(p, (enum sandbox_kind)k, SANDBOX_ROLE_STEM);
             if (!psb)

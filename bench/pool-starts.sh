@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# pool-starts.sh - what each way of getting an instance costs, in one run:
+#
+#   stem      first call of a function while a stem cell is ready
+#   cold      first call with no stem cell (stem_cells=0): build everything
+#   zygote    a new instance forked from the function's zygote
+#             (max_calls_per_instance=1 recycles after every call, so every
+#             call after the first forks)
+#   warm      an idle instance
+#   snapshot  microVM: a stem monitor restored from the function's snapshot
+#
+# Each call is paced so that the pool has refilled before the next one; the
+# table shows the client's latency (curl's time_total, request to last byte)
+# and the pool's own acquire time from Server-Timing, p50 and p99. Then:
+# sandbox creation rate (stem cells made per second when the pool is asked
+# for many), PSS of an idle warm instance (smaps_rollup of its process), and
+# crun run of a /bin/true bundle as the peer, in the same run.
+#
+# Environment: BUILD (default <repo>/build), COUNT (calls per row, 100).
+. "$(dirname "$0")/lib.sh"
+
+COUNT=${COUNT:-100}
+need_cmd curl tar awk
+need_built emberd ember-bench noop
+need_root
+
+start_emberd
+package_noop "$TMP/noop.tar.gz"
+URL=http://127.0.0.1:$EMBERD_PORT
+
+# call NAME OUTFILE: one call; appends "total_ms acquire_kind acquire_ms".
+call() {
+    curl -sS -o /dev/null -D "$TMP/h" -w '%{time_total}\n' "$URL/fn/$1/" >"$TMP/t" ||
+        die "call $1 failed"
+    local total kind acq
+    total=$(awk '{ printf "%.3f", $1 * 1000 }' "$TMP/t")
+    kind=$(sed -n 's/.*acquire;desc="\([a-z]*\)".*/\1/p' "$TMP/h" | tr -d '\r')
+    acq=$(sed -n 's/.*acquire;desc="[a-z]*";dur=\([0-9.]*\).*/\1/p' "$TMP/h" | tr -d '\r')
+    echo "$total $kind $acq" >>"$2"
+}
+
+stems_ready() {
+    curl -sS "$URL/v1/pool" | sed -n 's/.*"container":{"available":true,"stem_cells_ready":\([0-9]*\).*/\1/p'
+}
+
+row() { # row LABEL FILE WANT_KIND
+    local n p_tot p_acq
+    awk -v k="$3" '$2 == k { print $1 }' "$2" >"$TMP/tot"
+    awk -v k="$3" '$2 == k { print $3 }' "$2" >"$TMP/acq"
+    read -r t50 t99 n < <(percentiles "$TMP/tot")
+    read -r a50 a99 _ < <(percentiles "$TMP/acq")
+    other=$(awk -v k="$3" '$2 != k' "$2" | wc -l)
+    printf '%-10s %6s %9s %9s %11s %11s   (%s calls of another kind)\n' "$1" "$n" "$t50" "$t99" \
+        "$a50" "$a99" "$other"
+}
+
+echo "== deploying $COUNT functions"
+for i in $(seq "$COUNT"); do deploy "f$i" "$TMP/noop.tar.gz"; done
+
+echo "== stem: first calls with a stem cell ready"
+pool_patch '{"stem_cells": 2}'
+for i in $(seq "$COUNT"); do
+    for _ in $(seq 200); do [ "$(stems_ready)" -ge 1 ] 2>/dev/null && break; sleep 0.005; done
+    call "f$i" "$TMP/stem"
+done
+
+echo "== cold: first calls with no stem cell"
+pool_patch '{"stem_cells": 0, "keepalive_ms": 0}'
+sleep 0.5
+for i in $(seq "$COUNT"); do deploy "g$i" "$TMP/noop.tar.gz"; done
+for i in $(seq "$COUNT"); do call "g$i" "$TMP/cold"; sleep 0.01; done
+
+echo "== zygote: every call forks a new instance"
+pool_patch '{"keepalive_ms": 600000, "functions": {"f1": {"max_calls_per_instance": 1}}}'
+call f1 "$TMP/zwarmup"
+for _ in $(seq "$COUNT"); do call f1 "$TMP/zygote"; sleep 0.01; done
+
+echo "== warm"
+for _ in $(seq "$COUNT"); do call f2 "$TMP/warm"; done
+
+echo
+echo "acquire    calls   p50 ms    p99 ms  acq p50 ms  acq p99 ms   (total = client latency; acq = Server-Timing acquire)"
+row stem "$TMP/stem" stem
+row cold "$TMP/cold" cold
+row zygote "$TMP/zygote" zygote
+row warm "$TMP/warm" warm
+
+# PSS of an idle warm instance: the newest ember-agent that is not a zygote
+# (an instance's parent is another ember-agent, its zygote).
+echo
+for pid in $(pgrep -x ember-agent); do
+    ppid=$(awk '/^PPid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
+    if [ "$(cat "/proc/$ppid/comm" 2>/dev/null)" = ember-agent ]; then
+        awk '/^Pss:/ { pss = $2 } /^Rss:/ { rss = $2 } END { printf "idle warm instance (pid '"$pid"'): PSS %d KiB, RSS %d KiB\n", pss, rss }' \
+            "/proc/$pid/smaps_rollup"
+        break
+    fi
+done
+
+# Creation rate: ask for many stem cells at once and count how fast they come.
+pool_patch '{"stem_cells": 0}'
+sleep 0.5
+pool_patch '{"stem_cells": 200, "memory_budget_mb": 100000}'
+t0=$(date +%s.%N)
+for _ in $(seq 2000); do [ "$(stems_ready)" -ge 200 ] 2>/dev/null && break; sleep 0.01; done
+t1=$(date +%s.%N)
+made=$(stems_ready)
+awk -v n="$made" -v a="$t0" -v b="$t1" 'BEGIN { printf "sandbox creation: %d stem cells in %.3f s = %.0f/s\n", n, b - a, n / (b - a) }'
+pool_patch '{"stem_cells": 2}'
+
+if [ -x "$(dirname "$0")/crun-peer.sh" ] && command -v crun >/dev/null; then
+    echo
+    COUNT=$COUNT bash "$(dirname "$0")/crun-peer.sh" 2>&1 | tail -4
+fi
