@@ -488,10 +488,14 @@ static void on_zygote_ready(struct sandbox *sb, int status, void *data)
         psb_destroy(z);
 }
 
-/* The stem cell (or the fresh sandbox) is ready: specialize it. */
-static void zygote_specialize(struct pool_sb *z)
+/*
+ * Specialize @psb's sandbox to its function version. The events go to
+ * @on_exit (and the function's log); @done gets the outcome, also when
+ * sandbox_specialize refuses at once.
+ */
+static void specialize(struct pool_sb *psb, sandbox_exit_cb on_exit, sandbox_done_cb done)
 {
-    struct function_record *rec = z->rec;
+    struct function_record *rec = psb->rec;
     struct sandbox_spec spec = {
         .function = rec->name,
         .version = rec->version,
@@ -499,12 +503,18 @@ static void zygote_specialize(struct pool_sb *z)
         .snapshot_dir = rec->snapshot_dir,
         .manifest = &rec->manifest,
     };
-    z->role = SANDBOX_ROLE_ZYGOTE;
-    struct sandbox_events ev = {.on_exit = on_zygote_exit, .on_log = on_instance_log, .data = z};
-    sandbox_set_events(z->sb, &ev);
-    int r = sandbox_specialize(z->sb, &spec, on_zygote_ready, z);
+    struct sandbox_events ev = {.on_exit = on_exit, .on_log = on_instance_log, .data = psb};
+    sandbox_set_events(psb->sb, &ev);
+    int r = sandbox_specialize(psb->sb, &spec, done, psb);
     if (r < 0)
-        on_zygote_ready(z->sb, r, z);
+        done(psb->sb, r, psb);
+}
+
+/* The stem cell (or the fresh sandbox) is ready: specialize it. */
+static void zygote_specialize(struct pool_sb *z)
+{
+    z->role = SANDBOX_ROLE_ZYGOTE;
+    specialize(z, on_zygote_exit, on_zygote_ready);
 }
 
 static void on_cold_created(struct sandbox *sb, int status, void *data)
@@ -593,20 +603,7 @@ static void on_direct_ready(struct sandbox *sb, int status, void *data)
 
 static void direct_specialize(struct pool_sb *inst)
 {
-    struct function_record *rec = inst->rec;
-    struct sandbox_spec spec = {
-        .function = rec->name,
-        .version = rec->version,
-        .package_dir = rec->package_dir,
-        .snapshot_dir = rec->snapshot_dir,
-        .manifest = &rec->manifest,
-    };
-    struct sandbox_events ev = {.on_exit = on_instance_exit, .on_log = on_instance_log,
-                                .data = inst};
-    sandbox_set_events(inst->sb, &ev);
-    int r = sandbox_specialize(inst->sb, &spec, on_direct_ready, inst);
-    if (r < 0)
-        on_instance_forked(inst->sb, r, inst);
+    specialize(inst, on_instance_exit, on_direct_ready);
 }
 
 static void on_direct_created(struct sandbox *sb, int status, void *data)

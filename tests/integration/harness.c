@@ -501,6 +501,20 @@ int deploy_native(uint16_t port, const char *name, const char *manifest_json,
     return rc;
 }
 
+int deploy_test_function(uint16_t port, const char *name, const char *so, const char *extra)
+{
+    char manifest[1024], rel[256];
+    snprintf(manifest, sizeof(manifest), "{\"runtime\": \"native\", \"handler\": \"%s\"%s%s}",
+             so, extra ? ", " : "", extra ? extra : "");
+    snprintf(rel, sizeof(rel), "tests/functions/%s", so);
+    struct resp r;
+    int status = deploy_native(port, name, manifest, rel, so, &r);
+    if (status != 200 && status != 201)
+        fprintf(stderr, "harness: deploy %s: %d %s\n", name, status, r.body ? r.body : "");
+    resp_free(&r);
+    return status;
+}
+
 /* ---- environment --------------------------------------------------------------------- */
 
 const char *need_root_and_namespaces(void)

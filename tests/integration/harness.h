@@ -93,6 +93,14 @@ const char *build_path(const char *rel, char buf[PATH_MAX]);
  */
 int deploy_native(uint16_t port, const char *name, const char *manifest_json,
                   const char *so_rel, const char *handler_name, struct resp *out);
+/**
+ * Deploy the test function build/tests/functions/@so as @name with the
+ * manifest {"runtime": "native", "handler": @so, @extra_manifest} (@extra may
+ * be NULL). Returns the HTTP status (201/200 expected); on anything else the
+ * response body is printed to stderr.
+ */
+int deploy_test_function(uint16_t port, const char *name, const char *so, const char *extra);
+
 /** PUT an arbitrary package file. */
 int deploy_file(uint16_t port, const char *name, const char *pkg_path, struct resp *out);
 

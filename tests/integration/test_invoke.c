@@ -31,18 +31,10 @@ static void stop(void)
 
 TestSuite(invoke, .init = start, .fini = stop, .timeout = 120);
 
-static void deploy(const char *name, const char *so, const char *extra_manifest)
+static void deploy(const char *name, const char *so, const char *extra)
 {
-    char manifest[1024];
-    snprintf(manifest, sizeof(manifest),
-             "{\"runtime\": \"native\", \"handler\": \"%s\"%s%s}", so,
-             extra_manifest ? ", " : "", extra_manifest ? extra_manifest : "");
-    char rel[256];
-    snprintf(rel, sizeof(rel), "tests/functions/%s", so);
-    struct resp r;
-    int status = deploy_native(d.port, name, manifest, rel, so, &r);
-    cr_assert(status == 201 || status == 200, "deploy %s: %d %s", name, status, r.body);
-    resp_free(&r);
+    int status = deploy_test_function(d.port, name, so, extra);
+    cr_assert(status == 201 || status == 200, "deploy %s: %d", name, status);
 }
 
 static int call(const char *target, const char *const *headers, const char *body,

@@ -38,15 +38,8 @@ TestSuite(pool, .init = start, .fini = stop, .timeout = 120);
 
 static void deploy(const char *name, const char *so, const char *extra)
 {
-    char manifest[1024];
-    snprintf(manifest, sizeof(manifest), "{\"runtime\": \"native\", \"handler\": \"%s\"%s%s}",
-             so, extra ? ", " : "", extra ? extra : "");
-    char rel[256];
-    snprintf(rel, sizeof(rel), "tests/functions/%s", so);
-    struct resp r;
-    int status = deploy_native(d.port, name, manifest, rel, so, &r);
-    cr_assert(status == 201 || status == 200, "deploy %s: %d %s", name, status, r.body);
-    resp_free(&r);
+    int status = deploy_test_function(d.port, name, so, extra);
+    cr_assert(status == 201 || status == 200, "deploy %s: %d", name, status);
 }
 
 static int patch(const char *json, struct resp *r)
