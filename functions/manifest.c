@@ -192,7 +192,11 @@ static int parse_network(json_t *v, struct manifest *m, struct ember_error *err)
     if (s && strcmp(s, "none") == 0)
         m->network = MANIFEST_NETWORK_NONE;
     else if (s && strcmp(s, "host") == 0)
-        m->network = MANIFEST_NETWORK_HOST;
+        /* Refused rather than silently narrowed: no backend can give a
+         * sandbox the host's network yet, and a function that asks for it
+         * would otherwise find only loopback at run time. */
+        return ember_error_set(err, -EINVAL, "network: \"host\" is not supported by this "
+                                             "version (sandboxes get loopback only); use \"none\"");
     else
         return ember_error_set(err, -EINVAL, "network: must be \"none\" or \"host\"");
     return 0;

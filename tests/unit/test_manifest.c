@@ -57,7 +57,7 @@ Test(manifest, every_field)
     struct manifest m;
     expect_ok("{\"runtime\": \"exec\", \"handler\": \"bin/run.sh\", \"memory_mb\": 256, "
               "\"timeout_ms\": 30000, \"concurrency\": 8, \"env\": {\"ZED\": \"z\", "
-              "\"GREETING\": \"hi\", \"_x1\": \"\"}, \"network\": \"host\", "
+              "\"GREETING\": \"hi\", \"_x1\": \"\"}, \"network\": \"none\", "
               "\"sandbox\": \"container\", \"fresh_per_call\": true}",
               &m);
     cr_expect_eq(m.runtime, MANIFEST_RUNTIME_EXEC);
@@ -65,7 +65,7 @@ Test(manifest, every_field)
     cr_expect_eq(m.memory_mb, 256);
     cr_expect_eq(m.timeout_ms, 30000);
     cr_expect_eq(m.concurrency, 8);
-    cr_expect_eq(m.network, MANIFEST_NETWORK_HOST);
+    cr_expect_eq(m.network, MANIFEST_NETWORK_NONE);
     cr_expect_eq(m.sandbox, MANIFEST_SANDBOX_CONTAINER);
     cr_expect_eq(m.fresh_per_call, true);
     cr_assert_eq(m.n_env, 3);
@@ -655,4 +655,14 @@ Test(handler, microvm_damaged_elf)
         int r = check(GUEST("dmg"), &err);
         cr_expect_eq(r, -EINVAL, "segment variant %d: r=%d %s", variant, r, err.msg);
     }
+}
+
+Test(manifest, network_host_is_refused_until_a_backend_provides_it)
+{
+    struct manifest m = {0};
+    struct ember_error err = {0};
+    const char *json = "{\"runtime\": \"exec\", \"handler\": \"run.sh\", \"network\": \"host\"}";
+    cr_expect_eq(manifest_parse(json, strlen(json), &m, &err), -EINVAL);
+    cr_expect(strstr(err.msg, "network"), "%s", err.msg);
+    manifest_free(&m);
 }
