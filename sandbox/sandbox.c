@@ -2009,7 +2009,11 @@ int sandbox_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sand
 int sandbox_fork(struct sandbox *zygote, struct sandbox **out, sandbox_done_cb cb, void *data)
 {
     *out = NULL;
-    if (zygote->destroyed || zygote->failed || zygote->role != SANDBOX_ROLE_ZYGOTE)
+    /* A backend whose specialized sandboxes serve (microVM) forks from any
+     * of them: what is copied is the function's snapshot, not the VM. */
+    bool can_fork = zygote->role == SANDBOX_ROLE_ZYGOTE ||
+                    (zygote->ops->specialized_serves && zygote->role == SANDBOX_ROLE_INSTANCE);
+    if (zygote->destroyed || zygote->failed || !can_fork)
         return -EINVAL;
     if (!sandbox__alive(zygote))
         return -ESRCH;

@@ -13,6 +13,10 @@
  *
  *   sandbox_create ──▶ stem ──sandbox_specialize──▶ zygote ──sandbox_fork──▶ instance
  *
+ * A backend with specialized_serves set (microVM) skips the zygote: its
+ * specialize restores (or first takes) the function's snapshot and the
+ * result is an instance; the snapshot on disk plays the zygote's part.
+ *
  * A sandbox that ran one function's code is never given to another: the only
  * transition out of "stem" is specialize, and nothing returns to "stem".
  *
@@ -195,7 +199,9 @@ int sandbox_create(struct sandbox_backend *be, struct sandbox **out, sandbox_don
                    void *data);
 int sandbox_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sandbox_done_cb cb,
                        void *data);
-/** Fork an instance from zygote @zygote; *out owned by the caller at once. */
+/** Fork an instance from zygote @zygote (or, for a backend whose specialized
+ *  sandboxes serve, from any specialized instance: the copy is made from the
+ *  function's snapshot); *out owned by the caller at once. */
 int sandbox_fork(struct sandbox *zygote, struct sandbox **out, sandbox_done_cb cb, void *data);
 /** -ENOTSUP if the backend cannot reset. */
 int sandbox_reset(struct sandbox *sb, sandbox_done_cb cb, void *data);
