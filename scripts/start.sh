@@ -52,6 +52,7 @@ cat <<MSG
 emberd is running at $url (state in $state, log in $log). Try:
 
   curl '$url/fn/hello?name=Ada'
+  curl '$url/fn/hello-vm?name=Ada'      (the same function in a microVM, where /dev/kvm exists)
   curl -X POST --data-binary 'some bytes' '$url/fn/echo/any/path?x=1'
   curl '$url/v1/functions'
   curl '$url/metrics'
