@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -326,4 +327,84 @@ Test(invoke, no_leftovers_after_stop)
     cr_assert_eq(emberd_stop(&d), 0);
     char what[512];
     cr_expect(!emberd_leftovers(&d, what, sizeof(what)), "left behind: %s", what);
+}
+
+Test(invoke, async_invocation_record)
+{
+    deploy("later", "t_echo.so", NULL);
+    struct resp r;
+    cr_assert_eq(http_call(d.port, "POST", "/v1/functions/later/invoke?async=1&q=7", NULL,
+                           "queued body", 11, &r),
+                 0);
+    cr_assert_eq(r.status, 202, "%s", r.body);
+    char *loc = resp_header(&r, "Location");
+    cr_assert(loc && strncmp(loc, "/v1/invocations/", 16) == 0, "Location: %s", loc);
+    resp_free(&r);
+
+    json_t *j = NULL;
+    for (int i = 0; i < 200; i++) {
+        cr_assert_eq(http_call(d.port, "GET", loc, NULL, NULL, 0, &r), 0);
+        cr_assert_eq(r.status, 200, "%s", r.body);
+        j = json_loads(r.body, 0, NULL);
+        resp_free(&r);
+        cr_assert(j);
+        if (strcmp(json_string_value(json_object_get(j, "status")), "done") == 0)
+            break;
+        json_decref(j);
+        j = NULL;
+        usleep(10000);
+    }
+    cr_assert(j, "the asynchronous call finished");
+    cr_expect_eq(json_integer_value(json_object_get(j, "http_status")), 200);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "result")), "queued body");
+    cr_expect(json_string_value(json_object_get(j, "server_timing")));
+    json_decref(j);
+    free(loc);
+
+    cr_assert_eq(http_call(d.port, "GET", "/v1/invocations/0123-4", NULL, NULL, 0, &r), 0);
+    cr_expect_eq(r.status, 404);
+    resp_free(&r);
+}
+
+Test(invoke, logs_are_captured_and_bounded)
+{
+    deploy("chatty", "t_log.so", NULL);
+    struct resp r;
+    cr_assert_eq(call("/fn/chatty", NULL, NULL, &r), 200, "%s", r.body);
+    cr_expect_str_eq(r.body, "ok", "a 1 MiB flood of stdout does not touch the response");
+    resp_free(&r);
+    bool hello = false, dropped = false;
+    for (int i = 0; i < 100 && !(hello && dropped); i++) {
+        cr_assert_eq(http_call(d.port, "GET", "/v1/functions/chatty/logs?lines=1000", NULL, NULL,
+                               0, &r),
+                     0);
+        hello = strstr(r.body, "hello from stdout") && strstr(r.body, "hello from stderr");
+        dropped = strstr(r.body, "dropped") != NULL;
+        resp_free(&r);
+        if (!(hello && dropped))
+            usleep(20000);
+    }
+    cr_expect(hello, "both streams reach the log");
+    cr_expect(dropped, "the flood is cut and says so");
+}
+
+Test(invoke, cli_drives_the_api)
+{
+    char path[PATH_MAX], cmd[PATH_MAX * 2 + 256], pkg[PATH_MAX];
+    build_path("examples/hello.tar.gz", pkg);
+    snprintf(cmd, sizeof(cmd), "%s --url http://127.0.0.1:%u deploy clihello %s >/dev/null",
+             build_path("ember", path), d.port, pkg);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+    snprintf(cmd, sizeof(cmd), "%s --url http://127.0.0.1:%u call clihello --method GET",
+             build_path("ember", path), d.port);
+    FILE *f = popen(cmd, "r");
+    char out[256] = "";
+    size_t n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    cr_expect_eq(pclose(f), 0);
+    cr_expect(strstr(out, "hi"), "the CLI printed the function's answer: %s", out);
+    snprintf(cmd, sizeof(cmd), "%s --url http://127.0.0.1:%u get nothere >/dev/null",
+             build_path("ember", path), d.port);
+    int status = system(cmd);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "a 404 exits 1");
 }
