@@ -420,9 +420,24 @@ static const char *link_version(const char *target)
     return version_valid(v) ? v : NULL;
 }
 
-/* Remove what is not @keep1 or @keep2 from the directory @dirfd; log what
- * fails. Used for versions/ and for a function's own directory. */
-static void remove_others(int dirfd, const char *what, const char *keep1, const char *keep2)
+/* Move @name out of @dirfd into trash/ under a unique name: gone from the
+ * live tree at once, removed by store_trash_sweep once no call can still
+ * be reading it. */
+static int to_trash(struct store *s, int dirfd, const char *name)
+{
+    char rnd[17], trash[PATH_MAX];
+    random_hex(rnd);
+    snprintf(trash, sizeof(trash), "%.64s.%s", name, rnd);
+    if (renameat(dirfd, name, s->trash_fd, trash) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Remove what is not @keep1 or @keep2 from the directory @dirfd (into the
+ * trash when @s is given); log what fails. Used for versions/ and for a
+ * function's own directory. */
+static void remove_others(struct store *s, int dirfd, const char *what, const char *keep1,
+                          const char *keep2)
 {
     struct functions__dir d;
 
@@ -434,7 +449,7 @@ static void remove_others(int dirfd, const char *what, const char *keep1, const 
     for (size_t i = 0; i < d.n; i++) {
         if ((keep1 && strcmp(d.v[i], keep1) == 0) || (keep2 && strcmp(d.v[i], keep2) == 0))
             continue;
-        r = functions__remove_tree(dirfd, d.v[i]);
+        r = s ? to_trash(s, dirfd, d.v[i]) : functions__remove_tree(dirfd, d.v[i]);
         if (r < 0)
             log_warn("store: %s: cannot remove %s: %s", what, d.v[i], strerror(-r));
         else
@@ -479,8 +494,8 @@ static int function_load(struct store *s, const char *name, struct function_reco
      * anything else (a temporary symlink, a half-moved version) is a leftover. */
     char what[STORE_NAME_MAX + 32];
     snprintf(what, sizeof(what), "function '%s'", name);
-    remove_others(fn, what, CURRENT_LINK, VERSIONS_DIR);
-    remove_others(versions, what, version, NULL);
+    remove_others(NULL, fn, what, CURRENT_LINK, VERSIONS_DIR);
+    remove_others(NULL, versions, what, version, NULL);
     return 0;
 }
 
@@ -988,10 +1003,11 @@ static int publish(struct store *s, const char *name, const char *version, const
         rec = NULL;
     }
 
-    /* Keep the new version and the one it replaced. */
+    /* Keep the new version and the one it replaced; older ones go to the
+     * trash, where calls still running in them can finish. */
     char what[STORE_NAME_MAX + 32];
     snprintf(what, sizeof(what), "function '%s'", name);
-    remove_others(versions, what, version, cur ? cur->version : NULL);
+    remove_others(s, versions, what, version, cur ? cur->version : NULL);
     goto out;
 
 undo:
@@ -1112,11 +1128,39 @@ int store_function_delete(struct store *s, const char *name, struct ember_error 
     pthread_mutex_unlock(&s->disk_lock);
     store_record_unref(cur);
 
-    /* Out of the live tree already; a crash here leaves it for store_open. */
-    int q = functions__remove_tree(s->trash_fd, trash);
-    if (q < 0)
-        log_warn("store: cannot remove trash/%s: %s", trash, strerror(-q));
+    /* Out of the live tree already. Its files stay in trash/ until
+     * store_trash_sweep: a call that was running when the delete came (an
+     * exec handler reads its files per call) finishes; a crash leaves them
+     * for store_open. */
     if (r == 0)
         log_info("store: %s deleted", name);
     return r;
+}
+
+int store_trash_sweep(struct store *s, uint64_t min_age_ms)
+{
+    struct functions__dir d;
+    int r = functions__dir_read(s->trash_fd, &d);
+    if (r < 0)
+        return r;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int removed = 0;
+    for (size_t i = 0; i < d.n; i++) {
+        struct stat st;
+        if (fstatat(s->trash_fd, d.v[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        /* ctime: when the rename put it in the trash */
+        int64_t age_ms = ((int64_t)now.tv_sec - (int64_t)st.st_ctim.tv_sec) * 1000 +
+                         ((int64_t)now.tv_nsec - (int64_t)st.st_ctim.tv_nsec) / 1000000;
+        if (age_ms < (int64_t)min_age_ms)
+            continue;
+        int q = functions__remove_tree(s->trash_fd, d.v[i]);
+        if (q < 0)
+            log_warn("store: cannot remove trash/%s: %s", d.v[i], strerror(-q));
+        else
+            removed++;
+    }
+    functions__dir_free(&d);
+    return removed;
 }

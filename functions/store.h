@@ -86,10 +86,23 @@ int store_upload_commit(struct store_upload *up, const char *name,
 void store_upload_abort(struct store_upload *up);
 
 /**
- * Delete @name atomically (one rename out of the live tree, then removal).
- * -ENOENT if absent, -EINVAL if @name is not a valid name. Blocking.
+ * Delete @name atomically: one rename moves it out of the live tree into
+ * trash/, where store_trash_sweep removes it after STORE_TRASH_GRACE_MS (a
+ * call still running in it finishes). -ENOENT if absent, -EINVAL if @name is
+ * not a valid name. Blocking.
  */
 int store_function_delete(struct store *s, const char *name, struct ember_error *err);
+
+/** How long removed versions wait in trash/ before store_trash_sweep may
+ *  delete them: longer than any call can run (MANIFEST_TIMEOUT_MS_MAX). */
+#define STORE_TRASH_GRACE_MS (MANIFEST_TIMEOUT_MS_MAX + 60000ull)
+
+/**
+ * Remove entries of trash/ (deleted functions, versions pruned by a commit)
+ * that have been there at least @min_age_ms. Returns how many were removed,
+ * or -errno. Blocking; emberd runs it on the thread pool now and then.
+ */
+int store_trash_sweep(struct store *s, uint64_t min_age_ms);
 
 /** New reference to the current record of @name, or NULL. Non-blocking. */
 struct function_record *store_function_get(struct store *s, const char *name);

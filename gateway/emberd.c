@@ -37,6 +37,9 @@ struct emberd {
     struct sandbox_backend *backends[SANDBOX_KIND_COUNT];
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
+    uv_timer_t trash_timer;
+    uv_work_t trash_work;
+    bool trash_busy;
     bool draining;
     bool http_done, pool_done, pool_shutting;
     uint64_t drain_deadline_ms;
@@ -135,6 +138,35 @@ static void beside_self(const char *name, char *out, size_t len)
         *slash = '\0';
     if ((size_t)snprintf(out, len, "%s/%s", self, name) >= len)
         snprintf(out, len, "%s", name); /* absurdly long path: rely on PATH */
+}
+
+#define TRASH_SWEEP_INTERVAL_MS 60000 /* how often trash/ is looked at */
+
+static void work_trash(uv_work_t *w)
+{
+    struct emberd *d = w->data;
+    int n = store_trash_sweep(d->store, STORE_TRASH_GRACE_MS);
+    if (n > 0)
+        log_info("store: removed %d old version(s) from the trash", n);
+}
+
+static void after_trash(uv_work_t *w, int status)
+{
+    struct emberd *d = w->data;
+    (void)status;
+    d->trash_busy = false;
+}
+
+/* Deleted functions and pruned versions wait in trash/ until no call can
+ * still be running in them; their removal is disk work, off the loop. */
+static void on_trash_timer(uv_timer_t *t)
+{
+    struct emberd *d = t->data;
+    if (d->trash_busy || d->draining)
+        return;
+    d->trash_work.data = d;
+    if (uv_queue_work(d->loop, &d->trash_work, work_trash, after_trash) == 0)
+        d->trash_busy = true;
 }
 
 static void maybe_exit(struct emberd *d)
@@ -466,6 +498,10 @@ int main(int argc, char **argv)
     uv_signal_start(&d.sigint, on_signal, SIGINT);
     uv_timer_init(d.loop, &d.drain_timer);
     d.drain_timer.data = &d;
+    uv_timer_init(d.loop, &d.trash_timer);
+    d.trash_timer.data = &d;
+    uv_timer_start(&d.trash_timer, on_trash_timer, TRASH_SWEEP_INTERVAL_MS,
+                   TRASH_SWEEP_INTERVAL_MS);
 
     bool v6 = strchr(host, ':') != NULL;
     log_info("listening on http://%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "",
@@ -479,6 +515,7 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&d.sigterm, NULL);
     uv_close((uv_handle_t *)&d.sigint, NULL);
     uv_close((uv_handle_t *)&d.drain_timer, NULL);
+    uv_close((uv_handle_t *)&d.trash_timer, NULL);
     for (int k = 0; k < SANDBOX_KIND_COUNT; k++)
         if (d.backends[k])
             sandbox_backend_close(d.backends[k]);

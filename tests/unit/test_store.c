@@ -311,7 +311,7 @@ Test(store, record_json)
         {.path = "function.json",
          .kind = FK_FILE,
          .data = "{\"runtime\": \"native\", \"handler\": \"hello.so\", \"timeout_ms\": 250, "
-                 "\"concurrency\": 4, \"network\": \"host\", \"sandbox\": \"container\", "
+                 "\"concurrency\": 4, \"network\": \"none\", \"sandbox\": \"container\", "
                  "\"fresh_per_call\": true, \"env\": {\"ZZ\": \"v1\", \"AA\": \"v2\"}}"},
         {.path = "hello.so", .kind = FK_FILE, .data = (const char *)so, .len = so_len},
     };
@@ -326,7 +326,7 @@ Test(store, record_json)
     cr_expect_str_eq(json_string_value(json_object_get(j, "runtime")), "native");
     cr_expect_str_eq(json_string_value(json_object_get(j, "handler")), "hello.so");
     cr_expect_str_eq(json_string_value(json_object_get(j, "sandbox")), "container");
-    cr_expect_str_eq(json_string_value(json_object_get(j, "network")), "host");
+    cr_expect_str_eq(json_string_value(json_object_get(j, "network")), "none");
     cr_expect_eq(json_integer_value(json_object_get(j, "memory_mb")), MANIFEST_MEMORY_MB_DEFAULT);
     cr_expect_eq(json_integer_value(json_object_get(j, "timeout_ms")), 250);
     cr_expect_eq(json_integer_value(json_object_get(j, "concurrency")), 4);
@@ -490,6 +490,11 @@ Test(store, delete)
     cr_assert_eq(store_function_delete(s, "bye", &err), 0, "%s", err.msg);
     cr_expect_null(store_function_get(s, "bye"));
     cr_expect_not(exists_in("functions/bye"));
+    /* in the trash until no call can still be running in it */
+    cr_expect_eq(count_in("trash"), 1);
+    cr_expect_eq(store_trash_sweep(s, STORE_TRASH_GRACE_MS), 0, "too young to go");
+    cr_expect_eq(count_in("trash"), 1);
+    cr_expect_eq(store_trash_sweep(s, 0), 1);
     cr_expect_eq(count_in("trash"), 0);
     cr_expect_eq(store_function_count(s), 1);
     cr_expect_str_eq(r->name, "bye", "a held record outlives the delete");
