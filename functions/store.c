@@ -59,6 +59,7 @@ struct store {
     int state_fd, functions_fd, tmp_fd, trash_fd, lock_fd;
     struct package_limits lim;
     uint64_t upload_max;
+    enum manifest_sandbox default_sandbox; /* what "sandbox" absent means */
 
     /* Serialises the publishing part of commits and deletes on disk. */
     pthread_mutex_t disk_lock;
@@ -858,7 +859,13 @@ static int stage_prepare(struct store_upload *up, const char *name, const char *
             ember_error_set(err, r, "function.json: %s", merr.msg);
         goto fail;
     }
-    r = manifest_check_handler(&rec->manifest, pkg, err);
+    /* A manifest without "sandbox" runs on the daemon's default backend:
+     * check the handler for that one (a microVM needs a guest image). Only
+     * at upload: a stored function is not re-judged if the default changes. */
+    struct manifest as_run = rec->manifest;
+    if (as_run.sandbox == MANIFEST_SANDBOX_DEFAULT)
+        as_run.sandbox = s->default_sandbox;
+    r = manifest_check_handler(&as_run, pkg, err);
     if (r < 0)
         goto fail;
     rec->created_ms = ember_wall_ms();
@@ -1135,6 +1142,11 @@ int store_function_delete(struct store *s, const char *name, struct ember_error 
     if (r == 0)
         log_info("store: %s deleted", name);
     return r;
+}
+
+void store_set_default_sandbox(struct store *s, enum manifest_sandbox sandbox)
+{
+    s->default_sandbox = sandbox;
 }
 
 int store_trash_sweep(struct store *s, uint64_t min_age_ms)

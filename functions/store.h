@@ -93,6 +93,10 @@ void store_upload_abort(struct store_upload *up);
  */
 int store_function_delete(struct store *s, const char *name, struct ember_error *err);
 
+/** The backend a manifest without "sandbox" runs on (the daemon's
+ *  --backend), so that uploads check their handler for it. Default: container. */
+void store_set_default_sandbox(struct store *s, enum manifest_sandbox sandbox);
+
 /** How long removed versions wait in trash/ before store_trash_sweep may
  *  delete them: longer than any call can run (MANIFEST_TIMEOUT_MS_MAX). */
 #define STORE_TRASH_GRACE_MS (MANIFEST_TIMEOUT_MS_MAX + 60000ull)

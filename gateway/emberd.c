@@ -410,6 +410,9 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    store_set_default_sandbox(d.store, default_kind == SANDBOX_MICROVM ? MANIFEST_SANDBOX_MICROVM
+                                                                       : MANIFEST_SANDBOX_CONTAINER);
+
     struct sandbox_config sbcfg = {
         .state_dir = state_abs,
         .agent_path = agent_path,

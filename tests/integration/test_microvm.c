@@ -206,3 +206,25 @@ Test(microvm, corrupt_snapshot_is_refused_and_rebuilt)
     cr_expect(emberd_log_contains(&d, "snapshot rejected"),
               "the monitor said why it did not restore");
 }
+
+Test(microvm, default_backend_microvm_checks_uploads_for_it)
+{
+    emberd_stop(&d);
+    emberd_cleanup(&d);
+    memset(&d, 0, sizeof(d));
+    const char *args[] = {"--backend", "microvm", NULL};
+    cr_assert_eq(emberd_start(&d, args), 0);
+    char path[PATH_MAX];
+    struct resp r;
+    /* hello.tar.gz names no sandbox: on this daemon that means a microVM,
+     * and its handler is a shared object, not a guest image */
+    int status = deploy_file(d.port, "wrong", build_path("examples/hello.tar.gz", path), &r);
+    cr_expect_eq(status, 400, "%s", r.body);
+    cr_expect(r.body && strstr(r.body, "hello.so"), "the message names the handler: %s", r.body);
+    resp_free(&r);
+    status = deploy_file(d.port, "right", build_path("examples/hello-vm.tar.gz", path), &r);
+    cr_expect_eq(status, 201, "%s", r.body);
+    resp_free(&r);
+    cr_assert_eq(get("/fn/right?name=Cy", &r), 200, "%s", r.body);
+    resp_free(&r);
+}
