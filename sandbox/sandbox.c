@@ -1716,18 +1716,23 @@ static void on_forked(struct sandbox *zygote, int status, struct sandbox__frame 
     cb(zygote, status, pidfd, ns_pid, d);
 }
 
-int sandbox__fork_send(struct sandbox *zygote, int chan_fd, sandbox__forked_cb cb, void *data)
+int sandbox__fork_send(struct sandbox *zygote, int *fds, int n_fds, sandbox__forked_cb cb,
+                       void *data)
 {
-    cleanup_close int fd = chan_fd;
     struct step *s = step_new(NULL, cb, data);
-    if (!s)
+    if (!s) {
+        for (int i = 0; i < n_fds; i++)
+            close(fds[i]);
         return -ENOMEM;
+    }
     uint32_t tag = ++zygote->backend->next_tag;
     if (tag == SANDBOX__ANY_ID)
         tag = ++zygote->backend->next_tag;
     struct sandbox__wait *w;
     int r = expect(zygote, PROTO_FORKED, tag, SANDBOX_STEP_TIMEOUT_MS, on_forked, s, &w);
     if (r < 0) {
+        for (int i = 0; i < n_fds; i++)
+            close(fds[i]);
         free(s);
         return r;
     }
@@ -1736,11 +1741,11 @@ int sandbox__fork_send(struct sandbox *zygote, int chan_fd, sandbox__forked_cb c
     r = proto_buf_begin(&b, PROTO_FORK, tag);
     if (r == 0)
         r = proto_buf_finish(&b);
-    int fds[1] = {steal_fd(&fd)};
     if (r == 0)
-        r = sandbox__send(zygote, &b, fds, 1);
+        r = sandbox__send(zygote, &b, fds, n_fds);
     else {
-        close(fds[0]);
+        for (int i = 0; i < n_fds; i++)
+            close(fds[i]);
         proto_buf_free(&b);
     }
     if (r < 0) {

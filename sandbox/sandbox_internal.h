@@ -31,7 +31,7 @@
  *               sandbox__wait_hello -> cb
  *   specialize  sandbox__load_encode(spec, extra options) at once, slow
  *               preparation on the pool, sandbox__load_send(fds) -> cb
- *   fork        sandbox__fork_send(zygote, child's channel end) -> pidfd,
+ *   fork        sandbox__fork_send(zygote, child's channel end, ...) -> pidfd,
  *               sandbox__attach(child, ...), sandbox__wait_hello -> cb;
  *               or anything else that ends with an attached, HELLOed child
  *   invoke      sandbox__invoke
@@ -319,14 +319,17 @@ int sandbox__load_send(struct sandbox *sb, struct proto_buf *frame, int *fds, in
                        sandbox__status_cb cb, void *data);
 
 /**
- * Ask zygote @zygote to fork: sends PROTO_FORK with @chan_fd (the new
- * instance's end of its socketpair; taken, also on failure, and closed once
- * sent) under a fresh tag and waits SANDBOX_STEP_TIMEOUT_MS for the matching
- * PROTO_FORKED. The pidfd it carries is checked to be one (signal 0). A
- * FORKED status != 0 ends with -status and a message in the zygote's
- * sandbox_last_error. Several forks may be outstanding at once.
+ * Ask zygote @zygote to fork: sends PROTO_FORK with @fds (fds[0]: the new
+ * instance's end of its socketpair; then what proto.h lists for FORK, e.g.
+ * the cgroup.procs files the child moves itself into; all taken, also on
+ * failure, and closed once sent) under a fresh tag and waits
+ * SANDBOX_STEP_TIMEOUT_MS for the matching PROTO_FORKED. The pidfd it
+ * carries is checked to be one (signal 0). A FORKED status != 0 ends with
+ * -status and a message in the zygote's sandbox_last_error. Several forks
+ * may be outstanding at once.
  */
-int sandbox__fork_send(struct sandbox *zygote, int chan_fd, sandbox__forked_cb cb, void *data);
+int sandbox__fork_send(struct sandbox *zygote, int *fds, int n_fds, sandbox__forked_cb cb,
+                       void *data);
 
 /**
  * Send PROTO_RESET and wait SANDBOX_STEP_TIMEOUT_MS for PROTO_RESET_DONE

@@ -104,6 +104,15 @@ __attribute__((noreturn)) static void become_instance(int chan, const int *fds, 
     sigemptyset(&none);
     signal(SIGCHLD, SIG_DFL);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    /* Move into the instance's own cgroup first: fds[1..] are its
+     * cgroup.procs files, opened by emberd (which is what grants the
+     * write); "0" means the writer. Nothing of the function runs before. */
+    for (int i = 1; i < n_fds; i++) {
+        if (write(fds[i], "0", 1) != 1) {
+            agent__warn("instance: cannot enter its cgroup: %s", strerror(errno));
+            _exit(71);
+        }
+    }
     /* Replaces (closes) the zygote's channel; CLOEXEC keeps it from exec
      * handlers. */
     if (dup3(chan, AGENT_CHAN_FD, O_CLOEXEC) < 0)

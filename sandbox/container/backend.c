@@ -6,8 +6,9 @@
  *
  *   create      spawn (pool) -> attach channel + pidfd -> HELLO
  *   specialize  cgroup limits + package mount (pool) -> LOAD(mount fd) -> LOADED
- *   fork        socketpair -> FORK(child end) on the zygote -> FORKED(pidfd)
- *               -> cgroup adopt (pool) -> attach -> HELLO from the child
+ *   fork        cgroup prepare (pool) -> socketpair -> FORK(child end, the
+ *               group's cgroup.procs) on the zygote -> FORKED(pidfd) ->
+ *               attach -> HELLO from the child, which moved itself in
  *   destroy     (the core has killed it) -> cgroup removal (pool) -> free
  *
  * An instance lives in its zygote's pid namespace, of which the zygote is
@@ -57,6 +58,8 @@ struct container_sb {
     int chan_fd;
     int pidfd;
     pid_t host_pid;
+    int procs_fds[CONTAINER_MAX_HIERARCHIES]; /* its cgroup.procs, for the child */
+    int n_procs_fds;
 };
 
 static struct container_sb *csb_new(struct sandbox *sb, sandbox_done_cb cb, void *data)
@@ -79,6 +82,8 @@ static struct container_sb *csb_new(struct sandbox *sb, sandbox_done_cb cb, void
 
 static void csb_free(struct container_sb *cs)
 {
+    for (int i = 0; i < cs->n_procs_fds; i++)
+        close(cs->procs_fds[i]);
     if (cs->mount_fd >= 0)
         close(cs->mount_fd);
     if (cs->chan_fd >= 0)
@@ -339,39 +344,24 @@ static void on_child_hello(struct sandbox *child, int status, void *data)
     done(child, cs, status);
 }
 
-static void work_adopt(void *ctx)
+/*
+ * The instance's cgroup is made before the fork, and the child moves itself
+ * in (writing "0" to the cgroup.procs files emberd opened) before its HELLO:
+ * nothing on the host waits for a migration between FORKED and the first
+ * call, and the fork path has one thread-pool step, before the fork.
+ */
+static void work_prepare(void *ctx)
 {
     struct container_sb *cs = ctx;
-    cs->result = container_cgroup_adopt(cs->host, cs->cgroup, cs->host_pid, &cs->lim, &cs->err);
+    cs->result = container_cgroup_prepare(cs->host, cs->cgroup, &cs->lim, cs->procs_fds,
+                                          &cs->n_procs_fds, &cs->err);
 }
 
-static void after_adopt(struct sandbox *child, void *ctx)
+static void close_procs_fds(struct container_sb *cs)
 {
-    struct container_sb *cs = ctx;
-    cs->busy = false;
-    /* Even a failed adopt may have left the group: removal is harmless. */
-    cs->have_cgroup = true;
-    /* The instance is not our child: the zygote reaps it and reports its
-     * status with PROTO_EXITED. Attached also when destroyed meanwhile, so
-     * the core kills it. */
-    int r = sandbox__attach(child, cs->chan_fd, cs->pidfd, cs->host_pid, 0);
-    cs->chan_fd = cs->pidfd = -1;
-    if (sandbox__destroyed(child)) {
-        release(child, cs);
-        return;
-    }
-    if (cs->result < 0) {
-        sandbox__kill(child, SANDBOX_ERR_INTERNAL, "cgroup of the instance: %s",
-                      cs->err.msg[0] ? cs->err.msg : strerror(-cs->result));
-        done(child, cs, cs->result);
-        return;
-    }
-    if (r == 0)
-        r = sandbox__wait_hello(child, SANDBOX_HELLO_TIMEOUT_MS, on_child_hello, cs);
-    if (r < 0) {
-        sandbox__set_error(child, "instance start: %s", strerror(-r));
-        done(child, cs, r);
-    }
+    for (int i = 0; i < cs->n_procs_fds; i++)
+        close(cs->procs_fds[i]);
+    cs->n_procs_fds = 0;
 }
 
 static void on_forked(struct sandbox *zygote, int status, int pidfd, pid_t ns_pid, void *data)
@@ -406,18 +396,58 @@ static void on_forked(struct sandbox *zygote, int status, int pidfd, pid_t ns_pi
     }
     child->ns_pid = ns_pid;
     cs->host_pid = pid;
-    cs->pidfd = steal_fd(&fd);
-    snprintf(cs->cgroup, sizeof(cs->cgroup), "sb-%" PRIu64, child->id);
-    cs->lim = function_limits(child);
-    memset(&cs->err, 0, sizeof(cs->err));
-    int r = sandbox__queue_work(child, work_adopt, after_adopt, cs);
+    /* The instance is not our child: the zygote reaps it and reports its
+     * status with PROTO_EXITED. */
+    int r = sandbox__attach(child, cs->chan_fd, steal_fd(&fd), pid, 0);
+    cs->chan_fd = -1;
+    if (r == 0)
+        r = sandbox__wait_hello(child, SANDBOX_HELLO_TIMEOUT_MS, on_child_hello, cs);
+    if (r < 0) {
+        sandbox__set_error(child, "instance start: %s", strerror(-r));
+        done(child, cs, r);
+    }
+    sandbox__release(child);
+}
+
+static void after_prepare(struct sandbox *child, void *ctx)
+{
+    struct container_sb *cs = ctx;
+    cs->busy = false;
+    /* Even a failed prepare may have left the group: removal is harmless. */
+    cs->have_cgroup = true;
+    if (sandbox__destroyed(child)) {
+        close_procs_fds(cs);
+        release(child, cs);
+        return;
+    }
+    int r = cs->result;
+    int sv[2] = {-1, -1};
+    if (r == 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        r = -errno;
+    if (r < 0) {
+        close_procs_fds(cs);
+        sandbox__set_error(child, "fork: %s",
+                           cs->err.msg[0] ? cs->err.msg : strerror(-r));
+        done(child, cs, r);
+        return;
+    }
+    cs->chan_fd = sv[0];
+    int fds[1 + CONTAINER_MAX_HIERARCHIES];
+    int n = 0;
+    fds[n++] = sv[1];
+    for (int i = 0; i < cs->n_procs_fds; i++)
+        fds[n++] = cs->procs_fds[i];
+    cs->n_procs_fds = 0; /* sent (or closed) by fork_send */
+    /* The FORKED wait sits on the zygote but refers to the child: hold it
+     * and mark cs busy until the answer comes. */
+    r = sandbox__fork_send(child->zygote, fds, n, on_forked, child);
     if (r < 0) {
         sandbox__set_error(child, "fork: %s", strerror(-r));
         done(child, cs, r);
-    } else {
-        cs->busy = true;
+        return;
     }
-    sandbox__release(child);
+    cs->busy = true;
+    sandbox__hold(child);
 }
 
 static int ct_fork(struct sandbox *zygote, struct sandbox *child, sandbox_done_cb cb, void *data)
@@ -425,23 +455,16 @@ static int ct_fork(struct sandbox *zygote, struct sandbox *child, sandbox_done_c
     struct container_sb *cs = csb_new(child, cb, data);
     if (!cs)
         return -ENOMEM;
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        int r = -errno;
-        csb_free(cs);
-        return r;
-    }
-    cs->chan_fd = sv[0];
-    /* The FORKED wait sits on the zygote but refers to the child: hold it
-     * and mark cs busy until the answer comes. */
-    int r = sandbox__fork_send(zygote, sv[1], on_forked, child);
+    snprintf(cs->cgroup, sizeof(cs->cgroup), "sb-%" PRIu64, child->id);
+    cs->lim = function_limits(child);
+    child->priv = cs;
+    int r = sandbox__queue_work(child, work_prepare, after_prepare, cs);
     if (r < 0) {
+        child->priv = NULL;
         csb_free(cs);
         return r;
     }
     cs->busy = true;
-    child->priv = cs;
-    sandbox__hold(child);
     return 0;
 }
 

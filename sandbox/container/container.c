@@ -323,6 +323,33 @@ int container_cgroup_adopt(struct container_host *h, const char *cgroup, pid_t p
     return ret;
 }
 
+int container_cgroup_prepare(struct container_host *h, const char *cgroup,
+                             const struct container_limits *lim,
+                             int procs_fds[CONTAINER_MAX_HIERARCHIES], int *n,
+                             struct ember_error *err)
+{
+    *n = 0;
+    int ret = container__cgroup_create(&h->cg, cgroup, lim, NULL, err);
+    if (ret < 0)
+        return ret;
+    char path[192];
+    snprintf(path, sizeof(path), "%s/cgroup.procs", cgroup);
+    for (int i = 0; i < h->cg.n_hier && i < CONTAINER_MAX_HIERARCHIES; i++) {
+        int fd = openat(h->cg.hier[i].base_fd, path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) {
+            ret = ember_error_sys(err, -errno, "cgroup: open %s/%s/%s", h->cg.hier[i].mount,
+                                  h->cg.rel, path);
+            for (int k = 0; k < *n; k++)
+                close(procs_fds[k]);
+            *n = 0;
+            container__cgroup_remove(&h->cg, cgroup);
+            return ret;
+        }
+        procs_fds[(*n)++] = fd;
+    }
+    return 0;
+}
+
 int container_cgroup_stats(struct container_host *h, const char *cgroup, struct sandbox_stats *out)
 {
     return container__cgroup_stats(&h->cg, cgroup, out);

@@ -99,6 +99,21 @@ int container_cgroup_set(struct container_host *h, const char *cgroup,
 int container_cgroup_adopt(struct container_host *h, const char *cgroup, pid_t pid,
                            const struct container_limits *lim, struct ember_error *err);
 
+/** Most hierarchies ember uses (memory, pids and cpu may each be one). */
+#define CONTAINER_MAX_HIERARCHIES 3
+
+/**
+ * Create cgroup @cgroup with @lim and open its cgroup.procs in every
+ * hierarchy (O_WRONLY|O_CLOEXEC) into @procs_fds; *@n gets how many. A
+ * process that writes "0" to each moves itself in (the permission was
+ * checked when emberd opened them): a zygote's fork child does, so that no
+ * host-side migration waits on the fork path. On failure nothing is left.
+ */
+int container_cgroup_prepare(struct container_host *h, const char *cgroup,
+                             const struct container_limits *lim,
+                             int procs_fds[CONTAINER_MAX_HIERARCHIES], int *n,
+                             struct ember_error *err);
+
 /** Memory usage and OOM-kill count of @cgroup. Cheap; loop-safe. */
 int container_cgroup_stats(struct container_host *h, const char *cgroup,
                            struct sandbox_stats *out);

@@ -399,7 +399,7 @@ static int fake_fork(struct sandbox *zygote, struct sandbox *child, sandbox_done
         return -errno;
     struct fake_step *s = step_new(child, cb, data);
     s->chan = sv[0];
-    int r = sandbox__fork_send(zygote, sv[1], on_fake_forked, s);
+    int r = sandbox__fork_send(zygote, &sv[1], 1, on_fake_forked, s);
     if (r < 0) {
         close(sv[0]);
         free(s);
