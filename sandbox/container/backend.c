@@ -60,6 +60,16 @@ struct container_sb {
     pid_t host_pid;
     int procs_fds[CONTAINER_MAX_HIERARCHIES]; /* its cgroup.procs, for the child */
     int n_procs_fds;
+
+    /* zygote: the next instance's cgroup, made ahead so that a fork needs
+     * no thread-pool step at all ("in-<n>", its procs fds) */
+    char next_cgroup[32];
+    int next_fds[CONTAINER_MAX_HIERARCHIES];
+    int n_next_fds;
+    bool next_ready;
+    struct container_limits next_lim;
+    struct ember_error next_err;
+    int next_result;
 };
 
 static struct container_sb *csb_new(struct sandbox *sb, sandbox_done_cb cb, void *data)
@@ -84,6 +94,8 @@ static void csb_free(struct container_sb *cs)
 {
     for (int i = 0; i < cs->n_procs_fds; i++)
         close(cs->procs_fds[i]);
+    for (int i = 0; i < cs->n_next_fds; i++)
+        close(cs->next_fds[i]);
     if (cs->mount_fd >= 0)
         close(cs->mount_fd);
     if (cs->chan_fd >= 0)
@@ -117,6 +129,8 @@ static struct container_limits function_limits(const struct sandbox *sb)
 static void work_remove(void *ctx)
 {
     struct container_sb *cs = ctx;
+    if (cs->next_cgroup[0])
+        container_cgroup_remove(cs->host, cs->next_cgroup); /* made ahead, unused */
     cs->result = container_cgroup_remove(cs->host, cs->cgroup);
 }
 
@@ -134,6 +148,9 @@ static void after_remove(struct sandbox *sb, void *ctx)
 static void release(struct sandbox *sb, struct container_sb *cs)
 {
     sb->priv = NULL;
+    for (int i = 0; i < cs->n_next_fds; i++)
+        close(cs->next_fds[i]);
+    cs->n_next_fds = 0;
     if (cs->have_cgroup && sandbox__queue_work(sb, work_remove, after_remove, cs) == 0)
         return;
     if (cs->have_cgroup)
@@ -250,10 +267,14 @@ static int ct_create(struct sandbox_backend *be, struct sandbox *sb, sandbox_don
 
 /* ---- specialize: stem cell -> zygote ---- */
 
+static void zygote_prepare_next(struct sandbox *zygote, struct container_sb *zs);
+
 static void on_loaded(struct sandbox *sb, int status, void *data)
 {
     struct container_sb *cs = data;
     done(sb, cs, status);
+    if (status == 0 && !sandbox__destroyed(sb) && sb->priv == cs)
+        zygote_prepare_next(sb, cs);
 }
 
 static void work_specialize(void *ctx)
@@ -409,6 +430,36 @@ static void on_forked(struct sandbox *zygote, int status, int pidfd, pid_t ns_pi
     sandbox__release(child);
 }
 
+/* Socketpair and FORK with the instance's cgroup.procs fds (taken). Does
+ * not call the op's callback: returns 0 or -errno. */
+static int send_fork(struct sandbox *child, struct container_sb *cs)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        int r = -errno;
+        close_procs_fds(cs);
+        return r;
+    }
+    cs->chan_fd = sv[0];
+    int fds[1 + CONTAINER_MAX_HIERARCHIES];
+    int n = 0;
+    fds[n++] = sv[1];
+    for (int i = 0; i < cs->n_procs_fds; i++)
+        fds[n++] = cs->procs_fds[i];
+    cs->n_procs_fds = 0; /* sent (or closed) by fork_send */
+    /* The FORKED wait sits on the zygote but refers to the child: hold it
+     * and mark cs busy until the answer comes. */
+    int r = sandbox__fork_send(child->zygote, fds, n, on_forked, child);
+    if (r < 0) {
+        close(cs->chan_fd);
+        cs->chan_fd = -1;
+        return r;
+    }
+    cs->busy = true;
+    sandbox__hold(child);
+    return 0;
+}
+
 static void after_prepare(struct sandbox *child, void *ctx)
 {
     struct container_sb *cs = ctx;
@@ -421,33 +472,51 @@ static void after_prepare(struct sandbox *child, void *ctx)
         return;
     }
     int r = cs->result;
-    int sv[2] = {-1, -1};
-    if (r == 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-        r = -errno;
-    if (r < 0) {
+    if (r < 0)
         close_procs_fds(cs);
-        sandbox__set_error(child, "fork: %s",
-                           cs->err.msg[0] ? cs->err.msg : strerror(-r));
-        done(child, cs, r);
-        return;
-    }
-    cs->chan_fd = sv[0];
-    int fds[1 + CONTAINER_MAX_HIERARCHIES];
-    int n = 0;
-    fds[n++] = sv[1];
-    for (int i = 0; i < cs->n_procs_fds; i++)
-        fds[n++] = cs->procs_fds[i];
-    cs->n_procs_fds = 0; /* sent (or closed) by fork_send */
-    /* The FORKED wait sits on the zygote but refers to the child: hold it
-     * and mark cs busy until the answer comes. */
-    r = sandbox__fork_send(child->zygote, fds, n, on_forked, child);
+    else
+        r = send_fork(child, cs);
     if (r < 0) {
-        sandbox__set_error(child, "fork: %s", strerror(-r));
+        sandbox__set_error(child, "fork: %s",
+                           cs->result < 0 && cs->err.msg[0] ? cs->err.msg : strerror(-r));
         done(child, cs, r);
-        return;
     }
-    cs->busy = true;
-    sandbox__hold(child);
+}
+
+static void work_prepare_next(void *ctx)
+{
+    struct container_sb *zs = ctx;
+    zs->next_result = container_cgroup_prepare(zs->host, zs->next_cgroup, &zs->next_lim,
+                                               zs->next_fds, &zs->n_next_fds, &zs->next_err);
+}
+
+static void after_prepare_next(struct sandbox *zygote, void *ctx)
+{
+    struct container_sb *zs = ctx;
+    if (!step_returns(zygote, zs))
+        return; /* destroyed meanwhile: release removed the group too */
+    if (zs->next_result < 0) {
+        log_warn("sandbox %" PRIu64 ": cgroup for the next instance: %s", zs->id,
+                 zs->next_err.msg[0] ? zs->next_err.msg : strerror(-zs->next_result));
+        zs->next_cgroup[0] = '\0';
+        return; /* forks make their own, one step slower */
+    }
+    zs->next_ready = true;
+}
+
+/* Make the next instance's cgroup ahead, on the pool, off any call's path. */
+static void zygote_prepare_next(struct sandbox *zygote, struct container_sb *zs)
+{
+    static uint64_t seq;
+    if (zs->busy || zs->next_ready)
+        return;
+    snprintf(zs->next_cgroup, sizeof(zs->next_cgroup), "in-%" PRIu64, ++seq);
+    zs->next_lim = function_limits(zygote);
+    memset(&zs->next_err, 0, sizeof(zs->next_err));
+    if (sandbox__queue_work(zygote, work_prepare_next, after_prepare_next, zs) == 0)
+        zs->busy = true;
+    else
+        zs->next_cgroup[0] = '\0';
 }
 
 static int ct_fork(struct sandbox *zygote, struct sandbox *child, sandbox_done_cb cb, void *data)
@@ -455,9 +524,31 @@ static int ct_fork(struct sandbox *zygote, struct sandbox *child, sandbox_done_c
     struct container_sb *cs = csb_new(child, cb, data);
     if (!cs)
         return -ENOMEM;
+    child->priv = cs;
+    struct container_sb *zs = zygote->priv;
+    if (zs && zs->next_ready) {
+        /* The fast path: the group is there; fork now, make the next one. */
+        snprintf(cs->cgroup, sizeof(cs->cgroup), "%s", zs->next_cgroup);
+        memcpy(cs->procs_fds, zs->next_fds, sizeof(zs->next_fds));
+        cs->n_procs_fds = zs->n_next_fds;
+        zs->n_next_fds = 0;
+        zs->next_ready = false;
+        zs->next_cgroup[0] = '\0';
+        int r = send_fork(child, cs);
+        if (r < 0) {
+            /* Rare (no fds, no memory). The op fails synchronously, so
+             * nothing of the child may remain: remove its group here. */
+            container_cgroup_remove(cs->host, cs->cgroup);
+            child->priv = NULL;
+            csb_free(cs);
+            return r;
+        }
+        cs->have_cgroup = true;
+        zygote_prepare_next(zygote, zs);
+        return 0;
+    }
     snprintf(cs->cgroup, sizeof(cs->cgroup), "sb-%" PRIu64, child->id);
     cs->lim = function_limits(child);
-    child->priv = cs;
     int r = sandbox__queue_work(child, work_prepare, after_prepare, cs);
     if (r < 0) {
         child->priv = NULL;
