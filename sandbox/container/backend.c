@@ -269,6 +269,13 @@ static int ct_create(struct sandbox_backend *be, struct sandbox *sb, sandbox_don
 
 static void zygote_prepare_next(struct sandbox *zygote, struct container_sb *zs);
 
+/* Names of instance cgroups made ahead ("in-<n>"); loop thread only. */
+static uint64_t next_instance_seq(void)
+{
+    static uint64_t seq;
+    return ++seq;
+}
+
 static void on_loaded(struct sandbox *sb, int status, void *data)
 {
     struct container_sb *cs = data;
@@ -284,10 +291,15 @@ static void work_specialize(void *ctx)
     if (cs->result < 0)
         return;
     int fd = container_package_mount(cs->package_dir, &cs->err);
-    if (fd < 0)
+    if (fd < 0) {
         cs->result = fd;
-    else
-        cs->mount_fd = fd;
+        return;
+    }
+    cs->mount_fd = fd;
+    /* The first instance's cgroup too, while we are on the pool: the fork
+     * that follows the LOAD then needs no step of its own. */
+    cs->next_result = container_cgroup_prepare(cs->host, cs->next_cgroup, &cs->next_lim,
+                                               cs->next_fds, &cs->n_next_fds, &cs->next_err);
 }
 
 static void after_specialize(struct sandbox *sb, void *ctx)
@@ -304,6 +316,10 @@ static void after_specialize(struct sandbox *sb, void *ctx)
         done(sb, cs, cs->result);
         return;
     }
+    if (cs->next_result == 0 && cs->n_next_fds > 0)
+        cs->next_ready = true;
+    else
+        cs->next_cgroup[0] = '\0';
     /* The mount goes to the agent, which attaches it at /fn. */
     int fds[1] = {cs->mount_fd};
     cs->mount_fd = -1;
@@ -346,6 +362,9 @@ static int ct_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sa
     cs->cb = cb;
     cs->cb_data = data;
     memset(&cs->err, 0, sizeof(cs->err));
+    snprintf(cs->next_cgroup, sizeof(cs->next_cgroup), "in-%" PRIu64, next_instance_seq());
+    cs->next_lim = cs->lim;
+    memset(&cs->next_err, 0, sizeof(cs->next_err));
     r = sandbox__queue_work(sb, work_specialize, after_specialize, cs);
     if (r < 0) {
         free(cs->package_dir);
@@ -507,10 +526,9 @@ static void after_prepare_next(struct sandbox *zygote, void *ctx)
 /* Make the next instance's cgroup ahead, on the pool, off any call's path. */
 static void zygote_prepare_next(struct sandbox *zygote, struct container_sb *zs)
 {
-    static uint64_t seq;
     if (zs->busy || zs->next_ready)
         return;
-    snprintf(zs->next_cgroup, sizeof(zs->next_cgroup), "in-%" PRIu64, ++seq);
+    snprintf(zs->next_cgroup, sizeof(zs->next_cgroup), "in-%" PRIu64, next_instance_seq());
     zs->next_lim = function_limits(zygote);
     memset(&zs->next_err, 0, sizeof(zs->next_err));
     if (sandbox__queue_work(zygote, work_prepare_next, after_prepare_next, zs) == 0)
