@@ -10,8 +10,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -23,7 +25,15 @@
 #include "sandbox/agent/agent.h"
 
 static _Atomic int lock_word;
-static _Atomic pid_t lock_owner;
+/* The holder's identity: pthread_self() reads the thread pointer, no
+ * system call (gettid cost one per frame sent), and it is what a crash
+ * handler running on the same thread sees too. */
+static _Atomic uintptr_t lock_owner;
+
+static uintptr_t self_id(void)
+{
+    return (uintptr_t)pthread_self();
+}
 
 static long futex(_Atomic int *word, int op, int val, const struct timespec *ts)
 {
@@ -55,7 +65,7 @@ static int chan_lock_until(const struct timespec *deadline)
         c = atomic_exchange(&lock_word, 2);
     }
 locked:
-    atomic_store(&lock_owner, (pid_t)syscall(SYS_gettid));
+    atomic_store(&lock_owner, self_id());
     return 0;
 }
 
@@ -73,7 +83,7 @@ static void chan_unlock(void)
 
 int agent__chan_lock_signal(int ms)
 {
-    if (atomic_load(&lock_owner) == (pid_t)syscall(SYS_gettid))
+    if (atomic_load(&lock_owner) == self_id())
         return -EDEADLK; /* this thread died inside a send: the stream is cut */
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);

@@ -229,6 +229,23 @@ void agent__instance_run(const struct agent_fn *fn)
         _exit(1);
 
     for (;;) {
+        if (pool.max_workers == 1) {
+            /* Calls run inline and each is followed by a drain of its
+             * output, so between calls nothing needs watching but the
+             * channel: wait in recvmsg itself, one system call less. */
+            struct proto_hdr h;
+            cleanup_free uint8_t *payload = NULL;
+            int fds[PROTO_MAX_FDS], n_fds = 0;
+            r = proto_recv_frame(AGENT_CHAN_FD, &h, &payload, fds, &n_fds);
+            if (r == -ECONNRESET)
+                _exit(0);
+            if (r < 0) {
+                agent__warn("channel: %s", strerror(-r));
+                _exit(1);
+            }
+            on_frame(&h, &payload, fds, n_fds);
+            continue;
+        }
         struct pollfd pfd[3] = {{.fd = AGENT_CHAN_FD, .events = POLLIN}};
         agent__log_fds(&pfd[1].fd, &pfd[2].fd);
         pfd[1].events = pfd[2].events = POLLIN;

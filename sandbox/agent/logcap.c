@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -143,11 +144,18 @@ void agent__log_drain(bool end_of_call)
 {
     char buf[16384];
     pthread_mutex_lock(&lg.mu);
+    /* One poll says which pipe has anything: most calls write nothing, and
+     * two reads that fail with EAGAIN cost more than one poll. */
+    struct pollfd pfd[2];
+    for (int i = 0; i < 2; i++)
+        pfd[i] = (struct pollfd){.fd = lg.s[i].rfd, .events = POLLIN};
+    if (poll(pfd, 2, 0) < 0)
+        pfd[0].revents = pfd[1].revents = POLLIN; /* unsure: read both */
     for (int i = 0; i < 2; i++) {
         struct log_stream *s = &lg.s[i];
         if (s->rfd < 0)
             continue;
-        for (;;) {
+        for (; pfd[i].revents;) {
             ssize_t n = read(s->rfd, buf, sizeof(buf));
             if (n < 0 && errno == EINTR)
                 continue;
