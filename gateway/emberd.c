@@ -71,7 +71,10 @@ static void usage(FILE *f)
             "  --pids-max N                processes per sandbox (default 64)\n"
             "  --tmp-mb N                  /tmp size in a sandbox (default 64)\n"
             "  --cpu-quota-pct N           CPU per sandbox, %% of one core (default 100)\n"
-            "  --drain-timeout-ms N        longest wait for calls on SIGTERM (default %u)\n",
+            "  --drain-timeout-ms N        longest wait for calls on SIGTERM (default %u)\n"
+            "  --no-favordynmods           do not hold a favordynmods cgroup root (moves of\n"
+            "                              processes between cgroups stay slow, forks and\n"
+            "                              exits on the host stay as cheap as by default)\n",
             HTTP_HEADER_BYTES_DEFAULT, HTTP_HEADER_TIMEOUT_MS_DEFAULT, HTTP_BODY_TIMEOUT_MS_DEFAULT,
             HTTP_KEEPALIVE_TIMEOUT_MS_DEFAULT, HTTP_MAX_CONNECTIONS_DEFAULT,
             (unsigned long long)API_PACKAGE_MAX_DEFAULT, (unsigned long long)API_INVOKE_MAX_DEFAULT,
@@ -256,13 +259,14 @@ int main(int argc, char **argv)
     struct package_limits pkg_limits;
     uint64_t package_max = API_PACKAGE_MAX_DEFAULT, invoke_max = API_INVOKE_MAX_DEFAULT;
     uint64_t pids_max = 64, tmp_mb = 64, cpu_pct = 100, drain_ms = DRAIN_DEADLINE_MS_DEFAULT;
+    bool no_favor = false;
     http_limits_default(&limits);
     package_limits_default(&pkg_limits);
 
     enum {
         O_LISTEN = 256, O_STATE, O_BACKEND, O_TOKEN, O_CONFIG, O_AGENT, O_VMM, O_HDR_BYTES,
         O_HDR_TIMEOUT, O_BODY_TIMEOUT, O_KA_TIMEOUT, O_MAX_CONN, O_PKG_MAX, O_INV_MAX,
-        O_UNPACKED_MAX, O_ENTRIES_MAX, O_PIDS, O_TMP, O_CPU, O_DRAIN, O_HELP, O_VERSION,
+        O_UNPACKED_MAX, O_ENTRIES_MAX, O_PIDS, O_TMP, O_CPU, O_DRAIN, O_NO_FAVOR, O_HELP, O_VERSION,
     };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, O_LISTEN},
@@ -285,6 +289,7 @@ int main(int argc, char **argv)
         {"tmp-mb", required_argument, NULL, O_TMP},
         {"cpu-quota-pct", required_argument, NULL, O_CPU},
         {"drain-timeout-ms", required_argument, NULL, O_DRAIN},
+        {"no-favordynmods", no_argument, NULL, O_NO_FAVOR},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {0},
@@ -347,6 +352,7 @@ int main(int argc, char **argv)
             if (parse_u64("--drain-timeout-ms", optarg, 0, 3600000, &drain_ms) < 0)
                 return 2;
             break;
+        case O_NO_FAVOR: no_favor = true; break;
         case O_HELP: usage(stdout); return 0;
         case O_VERSION: printf("emberd %s\n", EMBERD_VERSION); return 0;
         default: usage(stderr); return 2;
@@ -423,6 +429,7 @@ int main(int argc, char **argv)
         .cpu_quota_pct = (uint32_t)cpu_pct,
         .uid_base = 1000000000u,
         .uid_count = 65536,
+        .no_favordynmods = no_favor,
     };
     struct pool_config pcfg = {
         .loop = d.loop,

@@ -81,6 +81,9 @@ struct sandbox_config {
     uint32_t cpu_quota_pct;    /* CPU quota per sandbox, % of one core; default 100 */
     uint32_t uid_base;         /* first host uid/gid for sandboxes; default 1000000000 */
     uint32_t uid_count;        /* size of that range; default 65536 */
+    bool no_favordynmods;      /* --no-favordynmods: leave the kernel's cgroup
+                                  migration lock in its default mode (see
+                                  sandbox/container/cgroup.c) */
     const char *cgroup_tag;    /* set by a backend: keeps the cgroups (and
                                   leftover cleanup) of two backends sharing a
                                   state dir apart; NULL for the container one */

@@ -585,7 +585,8 @@ static void favor_dynmods(struct cg_host *cg)
     close(fs);
 }
 
-int container__cgroup_open(struct cg_host *cg, const char *hash, struct ember_error *err)
+int container__cgroup_open(struct cg_host *cg, const char *hash, bool favor,
+                          struct ember_error *err)
 {
     memset(cg, 0, sizeof(*cg));
     cg->favor_fd = -1;
@@ -611,7 +612,7 @@ int container__cgroup_open(struct cg_host *cg, const char *hash, struct ember_er
 
     remove_leftovers(cg);
     cg->favor_fd = -1;
-    if (cg->hier[cg->of[CG_MEMORY]].version == 1)
+    if (favor && cg->hier[cg->of[CG_MEMORY]].version == 1)
         favor_dynmods(cg);
     cg->use_spares = true;
     for (int i = 0; i < cg->n_hier; i++)

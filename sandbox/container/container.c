@@ -250,7 +250,7 @@ int container_host_open(const struct sandbox_config *cfg, struct container_host 
     /* After every check that can fail for lack of support: this kills a
      * previous run's sandboxes, which only makes sense once we know we can
      * replace them. */
-    ret = container__cgroup_open(&h->cg, h->hash, err);
+    ret = container__cgroup_open(&h->cg, h->hash, !cfg->no_favordynmods, err);
     if (ret < 0)
         goto err_seccomp;
     ret = container__netns_pool_start(&h->netns, err);

@@ -63,7 +63,8 @@ struct cg_host {
 
 /** Detect v1/v2 controllers, create ember's root below each hierarchy and
  *  remove leftovers of a previous run with the same @hash. */
-int container__cgroup_open(struct cg_host *cg, const char *hash, struct ember_error *err);
+int container__cgroup_open(struct cg_host *cg, const char *hash, bool favor,
+                          struct ember_error *err);
 /** Remove ember's root (it must be empty) and close the fds. */
 void container__cgroup_close(struct cg_host *cg);
 /** Make spare groups until there are enough (v1; no-op elsewhere). Slow
