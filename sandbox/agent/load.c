@@ -234,8 +234,17 @@ static int drop_privileges(char *msg, size_t len)
     return 0;
 }
 
+/*
+ * Add the LOAD filter on top of the stem filter the spawner installed (the
+ * function's table with move_mount still open; seccomp.c explains the
+ * split). The LOAD filter alone would leave a function nearly unfiltered, so
+ * a process that is not already in filter mode refuses to load anything.
+ */
 static int install_seccomp(struct proto_str bpf, char *msg, size_t len)
 {
+    if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) != 2)
+        return fail(msg, len, -EPERM, "seccomp: the stem filter is missing; refusing to "
+                                      "load function code without it");
     /* The payload is not aligned for struct sock_filter; copy it. */
     cleanup_free struct sock_filter *prog = malloc(bpf.len);
     if (!prog)

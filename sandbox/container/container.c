@@ -244,9 +244,12 @@ int container_host_open(const struct sandbox_config *cfg, struct container_host 
     if (ret < 0)
         goto err_mutex;
     find_usr_links(h);
-    ret = container__seccomp_build(&h->bpf, &h->bpf_len, err);
+    ret = container__seccomp_build(CONTAINER_SECCOMP_LOAD, &h->bpf, &h->bpf_len, err);
     if (ret < 0)
         goto err_pairs;
+    ret = container__seccomp_build(CONTAINER_SECCOMP_STEM, &h->stem_bpf, &h->stem_bpf_len, err);
+    if (ret < 0)
+        goto err_seccomp;
     /* After every check that can fail for lack of support: this kills a
      * previous run's sandboxes, which only makes sense once we know we can
      * replace them. */
@@ -258,15 +261,16 @@ int container_host_open(const struct sandbox_config *cfg, struct container_host 
         goto err_cgroup;
 
     log_info("container: state %s -> cgroups %s, uids %" PRIu32 "..%" PRIu32
-             ", seccomp %zu instructions",
+             ", seccomp %zu + %zu instructions",
              h->state_dir, h->cg.rel, h->uid_base, h->uid_base + 2 * h->n_pairs - 1,
-             h->bpf_len / 8);
+             h->stem_bpf_len / 8, h->bpf_len / 8);
     *out = h;
     return 0;
 
 err_cgroup:
     container__cgroup_close(&h->cg);
 err_seccomp:
+    free(h->stem_bpf);
     free(h->bpf);
 err_pairs:
     free(h->pair_used);
@@ -285,6 +289,7 @@ void container_host_close(struct container_host *h)
         return;
     container__netns_pool_stop(&h->netns);
     container__cgroup_close(&h->cg);
+    free(h->stem_bpf);
     free(h->bpf);
     free(h->owners);
     free(h->pair_used);

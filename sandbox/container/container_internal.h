@@ -111,7 +111,13 @@ int container__netns_take(struct netns_pool *pool);
 
 /** Build THE profile with libseccomp and export it as BPF: *@bpf is a
  *  malloc'd struct sock_filter array of *@len bytes. */
-int container__seccomp_build(void **bpf, size_t *len, struct ember_error *err);
+enum container_seccomp_filter {
+    CONTAINER_SECCOMP_FUNCTION, /* the whole table, on its own */
+    CONTAINER_SECCOMP_STEM,     /* the table with move_mount allowed */
+    CONTAINER_SECCOMP_LOAD,     /* only: move_mount refused */
+};
+int container__seccomp_build(enum container_seccomp_filter which, void **bpf, size_t *len,
+                             struct ember_error *err);
 
 /* ---- the host (container.c) ---------------------------------------------- */
 
@@ -134,8 +140,10 @@ struct container_host {
     struct cg_host cg;
     struct netns_pool netns;
 
-    void *bpf; /* struct sock_filter[] */
+    void *bpf; /* struct sock_filter[]: the load filter, sent with LOAD */
     size_t bpf_len;
+    void *stem_bpf; /* the stem filter, installed by the spawner */
+    size_t stem_bpf_len;
 
     struct container_usr_link links[CONTAINER_MAX_USR_LINKS];
     int n_links;

@@ -32,7 +32,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/filter.h>
 #include <linux/sched.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -99,6 +101,7 @@ struct plan {
     char tmp_size[24];
     char *const *argv;
     char *const *envp;
+    struct sock_fprog stem_filter; /* .len 0: none (not the agent) */
 };
 
 /* Where the child was when it failed: named in the parent's error. */
@@ -129,6 +132,7 @@ enum step {
     STEP_PIVOT,
     STEP_UMOUNT_OLD,
     STEP_STDIO,
+    STEP_SECCOMP,
     STEP_EXEC,
 };
 
@@ -159,6 +163,7 @@ static const char *const step_names[] = {
     [STEP_PIVOT] = "pivot_root",
     [STEP_UMOUNT_OLD] = "detach the old root",
     [STEP_STDIO] = "stdio to /dev/null",
+    [STEP_SECCOMP] = "seccomp (stem filter)",
     [STEP_EXEC] = "execveat",
 };
 
@@ -504,6 +509,12 @@ CHILD_FN static int child_main(void *arg)
 
     uint64_t none = 0;
     TRY(STEP_SIGNALS, -1, SC(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(none)));
+    /* The agent runs under the stem filter from its first instruction (the
+     * function's table with move_mount still allowed; see seccomp.c). */
+    if (p->stem_filter.len) {
+        TRY(STEP_SECCOMP, -1, SC(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+        TRY(STEP_SECCOMP, -1, SC(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &p->stem_filter));
+    }
     long r = SC(SYS_execveat, CHILD_EXEC, "", p->argv, p->envp, AT_EMPTY_PATH);
     child_fail(CHILD_STATUS, STEP_EXEC, r, -1);
 }
@@ -560,6 +571,12 @@ static int build_plan(const struct container_host *h, const struct container_spa
     p->n_links = h->n_links;
     p->argv = agent_argv;
     p->envp = agent_envp;
+    /* Only ember-agent gets the stem filter: another program (ember-vmm)
+     * brings its own. */
+    if (!opts || !opts->exec_path) {
+        p->stem_filter.len = (unsigned short)(h->stem_bpf_len / sizeof(struct sock_filter));
+        p->stem_filter.filter = h->stem_bpf;
+    }
     snprintf(p->tmp_size, sizeof(p->tmp_size), "%" PRIu32 "m", h->tmp_size_mb);
 
     p->binds[p->n_binds++] =
