@@ -314,6 +314,10 @@ Test(invoke, isolation)
     EXPECT_DENIED("check=mount");
     EXPECT_DENIED("check=ptrace");
     EXPECT_DENIED("check=module");
+    /* EPERM, not the kernel's EBADF: the seccomp filter refused it */
+    o = probe("check=move_mount");
+    cr_expect_str_eq(o, "denied: Operation not permitted", "%s", o);
+    free(o);
     /* another function's package is not visible */
     EXPECT_DENIED("check=ls&path=/fn/../other");
     snprintf(q, sizeof(q), "check=ls&path=%s/functions/other", d.state_dir);
