@@ -206,9 +206,17 @@ static void stems_refill(struct pool *p)
             continue;
         /* Refill off the call's path: on two cores a spawn running beside a
          * specialization doubles the call's wait, so calls that are getting
-         * an instance right now go first. */
-        if (p->acquiring > 0)
-            return;
+         * an instance right now go first -- but only for a while, or a
+         * steady stream of cold starts would never see a stem cell again. */
+        uint64_t now = ember_now_ns();
+        if (p->acquiring > 0) {
+            if (!p->refill_deferred_since)
+                p->refill_deferred_since = now;
+            if (now - p->refill_deferred_since < POOL_REFILL_DEFER_MAX_MS * 1000000ull)
+                return;
+        } else {
+            p->refill_deferred_since = 0;
+        }
         uint64_t stem_charge = (uint64_t)POOL_STEM_MEMORY_MB_DEFAULT * MB;
         while (!p->draining && p->n_stems[k] + p->n_stems_starting[k] < p->knobs.stem_cells[k] &&
                p->n_stems_starting[k] < POOL_STEM_STARTS_MAX && p->mem_charged + stem_charge <= budget_bytes(p) &&

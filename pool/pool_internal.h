@@ -151,6 +151,7 @@ struct pool {
     void *drain_data;
     uint32_t live_sandboxes;         /* allocated pool_sb */
     uint32_t acquiring;              /* calls waiting for a new instance */
+    uint64_t refill_deferred_since;  /* ns; stem refill held back since */
     int closing;                     /* handles whose close callback is pending */
 
     uint64_t next_call_id;
