@@ -133,7 +133,6 @@ static void respond_json(struct http_request *req, int status, json_t *body,
     for (size_t i = 0; i < n_extra && n < 8; i++)
         hdrs[n++] = extra[i];
     size_t len = strlen(text);
-    text[len] = '\0';
     http_respond_owned(req, status, hdrs, n, text, len);
 }
 

@@ -743,7 +743,6 @@ static void call_complete(struct pool_call *c, struct pool_result *res)
         res->acquire_ns = c->t_acquired > c->t_dequeue ? c->t_acquired - c->t_dequeue : 0;
         res->init_ns = c->init_ns;
     }
-    (void)now;
 
     p->calls++;
     if (fn) {
@@ -836,7 +835,6 @@ static void on_call_result(struct sandbox *sb, const struct sandbox_result *sres
 
 static void instance_run(struct pool_sb *inst, struct pool_call *c)
 {
-    struct pool *p = inst->pool;
     if (!c->t_dequeue)
         c->t_dequeue = ember_now_ns();
     if (!c->t_acquired)
@@ -846,7 +844,6 @@ static void instance_run(struct pool_sb *inst, struct pool_call *c)
     inst->inflight++;
     inst->state = PSB_BUSY;
     list_remove(&inst->lru);
-    (void)p;
 
     int r = sandbox_invoke(inst->sb, &c->call, on_call_result, c);
     if (r < 0) {
@@ -1008,7 +1005,7 @@ static void dispatch_fn(struct pool *p, struct pool_fn *fn)
 
 /* ---- functions ------------------------------------------------------------ */
 
-static void fn_retire_instances(struct pool *p, struct pool_fn *fn, bool all)
+static void fn_retire_instances(struct pool_fn *fn, bool all)
 {
     struct list *pos, *tmp;
     list_foreach_safe(pos, tmp, &fn->instances)
@@ -1032,7 +1029,6 @@ static void fn_retire_instances(struct pool *p, struct pool_fn *fn, bool all)
             psb_destroy(z);
         }
     }
-    (void)p;
 }
 
 void pool_function_update(struct pool *p, struct function_record *rec)
@@ -1054,7 +1050,7 @@ void pool_function_update(struct pool *p, struct function_record *rec)
     store_record_ref(rec);
     fn->rec = rec;
     if (old) {
-        fn_retire_instances(p, fn, false);
+        fn_retire_instances(fn, false);
         store_record_unref(old);
     }
     pool_kick(p);
@@ -1070,7 +1066,7 @@ void pool_function_remove(struct pool *p, const char *name)
         struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
         call_finish_error(c, 404, SANDBOX_ERR_GONE, "not found", "the function was deleted");
     }
-    fn_retire_instances(p, fn, true);
+    fn_retire_instances(fn, true);
 }
 
 /* ---- periodic work: keep-alive, queue timeouts, min_warm, stem cells ------ */
@@ -1247,7 +1243,7 @@ void pool_shutdown(struct pool *p, void (*done)(void *data), void *data)
             else
                 inst->retiring = true;
         }
-        fn_retire_instances(p, fn, true);
+        fn_retire_instances(fn, true);
         struct list *zp, *zt;
         list_foreach_safe(zp, zt, &fn->zygotes)
         {
