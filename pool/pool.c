@@ -31,6 +31,7 @@ static void call_finish_error(struct pool_call *c, int http_status, enum sandbox
                               const char *error_name, const char *detail);
 static void instance_run(struct pool_sb *inst, struct pool_call *c);
 static void maybe_drain_done(struct pool *p);
+static void on_created(struct sandbox *sb, int status, void *data);
 
 const char *pool_acquire_name(enum pool_acquire a)
 {
@@ -525,15 +526,6 @@ static void zygote_specialize(struct pool_sb *z)
     specialize(z, on_zygote_exit, on_zygote_ready);
 }
 
-static void on_cold_created(struct sandbox *sb, int status, void *data)
-{
-    struct pool_sb *z = data;
-    if (status < 0) {
-        on_zygote_ready(sb, status, z);
-        return;
-    }
-    zygote_specialize(z);
-}
 
 static enum sandbox_kind fn_kind(const struct pool *p, const struct pool_fn *fn)
 {
@@ -583,7 +575,7 @@ static int zygote_start(struct pool *p, struct pool_fn *fn, enum pool_acquire *h
     if (*how == POOL_ACQUIRE_STEM) {
         zygote_specialize(z);
     } else {
-        int r = sandbox_create(p->be[kind], &z->sb, on_cold_created, z);
+        int r = sandbox_create(p->be[kind], &z->sb, on_created, z);
         if (r < 0) {
             fn->zygote = NULL;
             psb_destroy(z);
@@ -614,14 +606,23 @@ static void direct_specialize(struct pool_sb *inst)
     specialize(inst, on_instance_exit, on_direct_ready);
 }
 
-static void on_direct_created(struct sandbox *sb, int status, void *data)
+/* A sandbox made from nothing for @data (a zygote, or a directly serving
+ * instance) is up, or failed: specialize it for its function. */
+static void on_created(struct sandbox *sb, int status, void *data)
 {
-    struct pool_sb *inst = data;
+    struct pool_sb *psb = data;
+    bool direct = psb->role == SANDBOX_ROLE_INSTANCE;
     if (status < 0) {
-        on_instance_forked(sb, status, inst);
+        if (direct)
+            on_instance_forked(sb, status, psb);
+        else
+            on_zygote_ready(sb, status, psb);
         return;
     }
-    direct_specialize(inst);
+    if (direct)
+        direct_specialize(psb);
+    else
+        zygote_specialize(psb);
 }
 
 /*
@@ -664,7 +665,7 @@ static int instance_start_direct(struct pool *p, struct pool_fn *fn, enum sandbo
     if (how != POOL_ACQUIRE_COLD) {
         direct_specialize(inst);
     } else {
-        int r = sandbox_create(p->be[kind], &inst->sb, on_direct_created, inst);
+        int r = sandbox_create(p->be[kind], &inst->sb, on_created, inst);
         if (r < 0) {
             inst->reserved = NULL;
             psb_destroy(inst);

@@ -252,13 +252,7 @@ int main(int argc, char **argv)
         struct proto_hdr h;
         cleanup_free uint8_t *payload = NULL;
         int fds[PROTO_MAX_FDS], n_fds = 0;
-        int r = proto_recv_frame(AGENT_CHAN_FD, &h, &payload, fds, &n_fds);
-        if (r == -ECONNRESET)
-            _exit(0); /* emberd closed the channel: nothing left to do */
-        if (r < 0) {
-            agent__warn("channel: %s", strerror(-r));
-            _exit(1);
-        }
+        agent__recv_frame(&h, &payload, fds, &n_fds);
         on_frame(&h, payload, fds, n_fds);
     }
 }

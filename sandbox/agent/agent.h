@@ -152,4 +152,8 @@ int agent__native_call(const struct agent_fn *fn, uint32_t id, const struct prot
 int agent__exec_call(const struct agent_fn *fn, uint32_t id, const struct proto_request *req,
                      struct proto_buf *out);
 
+/** Read the next frame from the channel (blocking). EOF exits the process
+ *  with 0 (emberd let go), a broken channel with 1: there is nobody to tell. */
+void agent__recv_frame(struct proto_hdr *h, uint8_t **payload, int *fds, int *n_fds);
+
 #endif

@@ -276,3 +276,15 @@ void agent__warn(const char *fmt, ...)
         /* nowhere left to report to */
     }
 }
+
+void agent__recv_frame(struct proto_hdr *h, uint8_t **payload, int *fds, int *n_fds)
+{
+    *n_fds = 0;
+    int r = proto_recv_frame(AGENT_CHAN_FD, h, payload, fds, n_fds);
+    if (r == -ECONNRESET)
+        _exit(0); /* emberd closed the channel: nothing left to do */
+    if (r < 0) {
+        agent__warn("channel: %s", strerror(-r));
+        _exit(1);
+    }
+}

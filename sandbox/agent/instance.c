@@ -236,13 +236,7 @@ void agent__instance_run(const struct agent_fn *fn)
             struct proto_hdr h;
             cleanup_free uint8_t *payload = NULL;
             int fds[PROTO_MAX_FDS], n_fds = 0;
-            r = proto_recv_frame(AGENT_CHAN_FD, &h, &payload, fds, &n_fds);
-            if (r == -ECONNRESET)
-                _exit(0);
-            if (r < 0) {
-                agent__warn("channel: %s", strerror(-r));
-                _exit(1);
-            }
+            agent__recv_frame(&h, &payload, fds, &n_fds);
             on_frame(&h, &payload, fds, n_fds);
             continue;
         }
@@ -263,13 +257,7 @@ void agent__instance_run(const struct agent_fn *fn)
         struct proto_hdr h;
         cleanup_free uint8_t *payload = NULL;
         int fds[PROTO_MAX_FDS], n_fds = 0;
-        r = proto_recv_frame(AGENT_CHAN_FD, &h, &payload, fds, &n_fds);
-        if (r == -ECONNRESET)
-            _exit(0);
-        if (r < 0) {
-            agent__warn("channel: %s", strerror(-r));
-            _exit(1);
-        }
+        agent__recv_frame(&h, &payload, fds, &n_fds);
         on_frame(&h, &payload, fds, n_fds);
     }
 }
