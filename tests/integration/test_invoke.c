@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -411,4 +412,27 @@ Test(invoke, cli_drives_the_api)
              build_path("ember", path), d.port);
     int status = system(cmd);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "a 404 exits 1");
+}
+
+Test(invoke, sigterm_lets_running_calls_finish)
+{
+    deploy("slowpoke", "t_sleep.so", NULL);
+    struct resp r;
+    cr_assert_eq(call("/fn/slowpoke?ms=1", NULL, NULL, &r), 200, "%s", r.body);
+    resp_free(&r);
+    int fd = tcp_connect(d.port);
+    const char *req = "GET /fn/slowpoke?ms=600 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    tcp_send_all(fd, req, strlen(req));
+    usleep(150000); /* the call is running */
+    kill(d.pid, SIGTERM);
+    char *out = tcp_read_all(fd, 10000, NULL);
+    close(fd);
+    cr_expect(strncmp(out, "HTTP/1.1 200", 12) == 0, "the running call finished: %s", out);
+    cr_expect(strstr(out, "slept 600"), "%s", out);
+    free(out);
+    /* the drain ends by itself: the daemon exits 0 */
+    int status = 0;
+    cr_assert_eq(waitpid(d.pid, &status, 0), d.pid);
+    d.pid = 0;
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
 }
