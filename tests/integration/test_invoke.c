@@ -436,3 +436,15 @@ Test(invoke, sigterm_lets_running_calls_finish)
     d.pid = 0;
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
 }
+
+Test(invoke, kill9_takes_the_sandboxes_along_and_restart_works)
+{
+    deploy("phoenix", "t_counter.so", NULL);
+    expect_works("/fn/phoenix");
+    emberd_kill9(&d);
+    /* stem cells, the zygote and its instances die with the daemon */
+    char what[512];
+    cr_expect(!emberd_leftovers(&d, what, sizeof(what)), "left behind: %s", what);
+    cr_assert_eq(emberd_start(&d, NULL), 0);
+    expect_works("/fn/phoenix");
+}
