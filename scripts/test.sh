@@ -63,8 +63,8 @@ if command -v clang >/dev/null && [ "$fuzz_seconds" -gt 0 ]; then
         for name in manifest package proto http; do
             scratch="$(mktemp -d)"
             if "$root/build-fuzz/tests/fuzz-$name" -max_total_time="$fuzz_seconds" \
-                   -print_final_stats=0 "$scratch" "$root/tests/fuzz/corpus/$name" \
-                   >"$scratch.log" 2>&1; then
+                   -print_final_stats=0 -artifact_prefix="$scratch/" \
+                   "$scratch" "$root/tests/fuzz/corpus/$name" >"$scratch.log" 2>&1; then
                 echo "fuzz-$name: $(grep -Eo 'Done [0-9]+ runs.*' "$scratch.log" | tail -1)"
             else
                 tail -40 "$scratch.log"

@@ -22,8 +22,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         return 0;
     }
-    if (m.handler[0] == '\0' || m.handler[0] == '/' || strstr(m.handler, "..") == m.handler)
+    if (m.handler[0] == '\0' || m.handler[0] == '/')
         abort();
+    /* No component may be "." or "..": "..." is just a name. */
+    for (const char *c = m.handler; *c;) {
+        size_t n = strcspn(c, "/");
+        if ((n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+            abort();
+        c += n;
+        if (*c == '/')
+            c++;
+    }
     if (m.memory_mb < MANIFEST_MEMORY_MB_MIN || m.memory_mb > MANIFEST_MEMORY_MB_MAX ||
         m.timeout_ms < MANIFEST_TIMEOUT_MS_MIN || m.timeout_ms > MANIFEST_TIMEOUT_MS_MAX ||
         m.concurrency < 1 || m.concurrency > MANIFEST_CONCURRENCY_MAX || m.n_env > MANIFEST_ENV_MAX)
