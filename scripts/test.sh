@@ -51,24 +51,30 @@ UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}" \
     -DEMBER_ASAN=ON -DEMBER_UBSAN=ON || status=1
 
 # A short fuzz run of everything that parses outside input (libFuzzer needs
-# clang). New inputs go to a scratch directory; the checked-in corpora are
-# only read.
-fuzz_seconds="${EMBER_FUZZ_SECONDS:-20}"
-if command -v clang >/dev/null && [ "$fuzz_seconds" -gt 0 ]; then
-    echo "== ember fuzz: ${fuzz_seconds}s per driver =="
+# clang): the same seed and number of inputs every time, so that a failure
+# here is a finding that reproduces, not luck. EMBER_FUZZ_RUNS and
+# EMBER_FUZZ_SEED change them; run a driver by hand for longer hunts. New
+# inputs go to a scratch directory; the checked-in corpora are only read.
+fuzz_runs="${EMBER_FUZZ_RUNS:-100000}"
+fuzz_seed="${EMBER_FUZZ_SEED:-1}"
+fuzz_cap="${EMBER_FUZZ_SECONDS:-120}" # a cap for a slow machine
+if command -v clang >/dev/null && [ "$fuzz_runs" -gt 0 ]; then
+    echo "== ember fuzz: $fuzz_runs inputs per driver, seed $fuzz_seed =="
     if CC=clang cmake -S "$root" -B "$root/build-fuzz" -DEMBER_TESTS=ON \
            -DCMAKE_BUILD_TYPE=Debug >/dev/null &&
        cmake --build "$root/build-fuzz" -j"$jobs" --target fuzz-manifest fuzz-package \
            fuzz-proto fuzz-http >/dev/null; then
         for name in manifest package proto http; do
             scratch="$(mktemp -d)"
-            if "$root/build-fuzz/tests/fuzz-$name" -max_total_time="$fuzz_seconds" \
-                   -print_final_stats=0 -artifact_prefix="$scratch/" \
-                   "$scratch" "$root/tests/fuzz/corpus/$name" >"$scratch.log" 2>&1; then
+            if "$root/build-fuzz/tests/fuzz-$name" -runs="$fuzz_runs" -seed="$fuzz_seed" \
+                   -max_total_time="$fuzz_cap" -print_final_stats=0 \
+                   -artifact_prefix="$scratch/" "$scratch" "$root/tests/fuzz/corpus/$name" \
+                   >"$scratch.log" 2>&1; then
                 echo "fuzz-$name: $(grep -Eo 'Done [0-9]+ runs.*' "$scratch.log" | tail -1)"
             else
                 tail -40 "$scratch.log"
-                echo "FAILED: fuzz-$name found a crash (see above)"
+                echo "FAILED: fuzz-$name found a crash (see above; reproduce with" \
+                     "-seed=$fuzz_seed -runs=$fuzz_runs)"
                 status=1
             fi
             rm -rf "$scratch" "$scratch.log"
