@@ -5,7 +5,7 @@ ember_deps() {
     local pkgs=(build-essential cmake pkg-config libuv1-dev libjansson-dev libseccomp-dev
                 libarchive-dev libcriterion-dev libssl-dev node-llhttp curl)
     if [ "${1:-}" = test ]; then
-        pkgs+=(wrk nginx-light crun clang)
+        pkgs+=(wrk nginx-light crun clang libclang-rt-14-dev)
     fi
     local missing=()
     for p in "${pkgs[@]}"; do
