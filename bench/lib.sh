@@ -19,6 +19,9 @@ EMBERD=$BUILD/emberd
 EMBER_BENCH=$BUILD/ember-bench
 NOOP_SO=$BUILD/tests/functions/t_noop.so
 
+. "$ROOT/scripts/deps.sh"
+ember_deps bench # the peers (wrk, nginx, crun), when missing
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ember-bench.XXXXXX")
 EMBERD_PID=
 EMBERD_PORT=

@@ -4,9 +4,10 @@
 ember_deps() {
     local pkgs=(build-essential cmake pkg-config libuv1-dev libjansson-dev libseccomp-dev
                 libarchive-dev libcriterion-dev libssl-dev node-llhttp curl)
-    if [ "${1:-}" = test ]; then
-        pkgs+=(wrk nginx-light crun clang libclang-rt-14-dev)
-    fi
+    case "${1:-}" in
+    test) pkgs+=(clang libclang-rt-14-dev) ;;     # the libFuzzer drivers
+    bench) pkgs+=(wrk nginx-light crun) ;;        # the peers of bench/*.sh
+    esac
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
