@@ -135,7 +135,8 @@ static void expect_5xx_then_works(const char *name, const char *path)
     snprintf(target, sizeof(target), "/fn/%s%s", name, path);
     struct resp r;
     int status = get(target, &r);
-    cr_expect(status >= 500 && status <= 504, "%s: %d %s", path, status, r.body);
+    int want = strcmp(path, "/loop") == 0 ? 504 : 502; /* a hang times out; the rest fault */
+    cr_expect_eq(status, want, "%s: %d %s", path, status, r.body);
     cr_expect(strstr(r.body, "\"error\""), "%s: JSON error: %s", path, r.body);
     resp_free(&r);
     snprintf(target, sizeof(target), "/fn/%s/env", name);
