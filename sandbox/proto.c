@@ -395,3 +395,89 @@ err_fds:
     close_fds(got_fds, &n_got);
     return r;
 }
+
+/* ---- the small sandbox -> emberd payloads (proto.h) ---- */
+
+int proto_loaded_decode(const void *p, size_t len, struct proto_loaded *m)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_u32(&r, &m->status) < 0 || proto_get_bytes(&r, &m->message) < 0 ||
+        proto_get_u64(&r, &m->init_ns) < 0 || r.left)
+        return -EBADMSG;
+    return 0;
+}
+
+int proto_failed_decode(const void *p, size_t len, struct proto_failed *m)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_u32(&r, &m->reason) < 0 || proto_get_bytes(&r, &m->message) < 0 || r.left)
+        return -EBADMSG;
+    return 0;
+}
+
+int proto_forked_decode(const void *p, size_t len, struct proto_forked *m)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_u32(&r, &m->status) < 0 || proto_get_u32(&r, &m->pid) < 0 || r.left)
+        return -EBADMSG;
+    return 0;
+}
+
+int proto_exited_decode(const void *p, size_t len, struct proto_exited *m)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_u32(&r, &m->pid) < 0 || proto_get_u32(&r, &m->status) < 0 || r.left)
+        return -EBADMSG;
+    return 0;
+}
+
+int proto_reset_done_decode(const void *p, size_t len, struct proto_reset_done *m)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_u32(&r, &m->status) < 0 || proto_get_u64(&r, &m->reset_ns) < 0 || r.left)
+        return -EBADMSG;
+    return 0;
+}
+
+int proto_log_decode(const void *p, size_t len, struct proto_log *m)
+{
+    struct proto_reader r;
+    proto_reader_init(&r, p, len);
+    if (proto_get_u32(&r, &m->stream) < 0)
+        return -EBADMSG;
+    if (m->stream != 1 && m->stream != 2)
+        return -EBADMSG;
+    if (r.left > PROTO_LOG_LINE_MAX)
+        return -EMSGSIZE;
+    m->line = (const char *)r.p;
+    m->len = r.left;
+    return 0;
+}
+
+/* RFC 9110 token characters, for header names. */
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return true;
+    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+bool proto_header_valid(const struct proto_pair *h)
+{
+    if (h->key.len == 0)
+        return false;
+    for (uint32_t i = 0; i < h->key.len; i++)
+        if (!is_tchar((unsigned char)h->key.p[i]))
+            return false;
+    for (uint32_t i = 0; i < h->value.len; i++) {
+        unsigned char c = (unsigned char)h->value.p[i];
+        if (c == '\r' || c == '\n' || c == '\0')
+            return false;
+    }
+    return true;
+}

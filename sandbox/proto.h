@@ -24,6 +24,7 @@
 #ifndef EMBER_SANDBOX_PROTO_H
 #define EMBER_SANDBOX_PROTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -157,6 +158,45 @@ int proto_get_pairs(struct proto_reader *r, struct proto_pair *pairs, uint32_t c
 /** Decode whole payloads; -EBADMSG on any inconsistency (trailing bytes too). */
 int proto_request_decode(const void *payload, size_t len, struct proto_request *out);
 int proto_response_decode(const void *payload, size_t len, struct proto_response *out);
+
+/* The small sandbox -> emberd payloads. Each decoder consumes the whole
+ * payload or fails with -EBADMSG; pointers borrow from the payload. */
+struct proto_loaded {      /* PROTO_LOADED */
+    uint32_t status;
+    struct proto_str message;
+    uint64_t init_ns;
+};
+struct proto_failed {      /* PROTO_FAILED */
+    uint32_t reason;       /* enum proto_fail */
+    struct proto_str message;
+};
+struct proto_forked {      /* PROTO_FORKED */
+    uint32_t status, pid;
+};
+struct proto_exited {      /* PROTO_EXITED */
+    uint32_t pid, status;
+};
+struct proto_reset_done {  /* PROTO_RESET_DONE */
+    uint32_t status;
+    uint64_t reset_ns;
+};
+struct proto_log {         /* PROTO_LOG: stream 1 or 2, then the line */
+    uint32_t stream;
+    const char *line;
+    size_t len;
+};
+
+int proto_loaded_decode(const void *p, size_t len, struct proto_loaded *m);
+int proto_failed_decode(const void *p, size_t len, struct proto_failed *m);
+int proto_forked_decode(const void *p, size_t len, struct proto_forked *m);
+int proto_exited_decode(const void *p, size_t len, struct proto_exited *m);
+int proto_reset_done_decode(const void *p, size_t len, struct proto_reset_done *m);
+/** -EMSGSIZE for a line over PROTO_LOG_LINE_MAX. */
+int proto_log_decode(const void *p, size_t len, struct proto_log *m);
+
+/** May a response carry this header? Name an RFC 9110 token, value
+ *  without CR, LF or NUL. */
+bool proto_header_valid(const struct proto_pair *h);
 
 /** Blocking helpers for the sandbox side (agent, vmm): whole frame with fds.
  *  proto_recv_frame allocates *payload (free it); returns 0, -errno, or

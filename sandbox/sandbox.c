@@ -782,95 +782,6 @@ static void bad_frame(struct sandbox *sb, const char *fmt, ...)
     sandbox__kill(sb, SANDBOX_ERR_BAD_OUTPUT, "bad frame from sandbox: %s", what);
 }
 
-/* Payload shapes of the small sandbox -> emberd frames. Each decoder
- * consumes the whole payload or fails. */
-struct loaded_msg {
-    uint32_t status;
-    struct proto_str message;
-    uint64_t init_ns;
-};
-struct failed_msg {
-    uint32_t reason;
-    struct proto_str message;
-};
-struct forked_msg {
-    uint32_t status, pid;
-};
-struct exited_msg {
-    uint32_t pid, status;
-};
-struct reset_done_msg {
-    uint32_t status;
-    uint64_t reset_ns;
-};
-struct log_msg {
-    uint32_t stream;
-    const char *line;
-    size_t len;
-};
-
-static int decode_loaded(const uint8_t *p, size_t len, struct loaded_msg *m)
-{
-    struct proto_reader r;
-    proto_reader_init(&r, p, len);
-    if (proto_get_u32(&r, &m->status) < 0 || proto_get_bytes(&r, &m->message) < 0 ||
-        proto_get_u64(&r, &m->init_ns) < 0 || r.left)
-        return -EBADMSG;
-    return 0;
-}
-
-static int decode_failed(const uint8_t *p, size_t len, struct failed_msg *m)
-{
-    struct proto_reader r;
-    proto_reader_init(&r, p, len);
-    if (proto_get_u32(&r, &m->reason) < 0 || proto_get_bytes(&r, &m->message) < 0 || r.left)
-        return -EBADMSG;
-    return 0;
-}
-
-static int decode_forked(const uint8_t *p, size_t len, struct forked_msg *m)
-{
-    struct proto_reader r;
-    proto_reader_init(&r, p, len);
-    if (proto_get_u32(&r, &m->status) < 0 || proto_get_u32(&r, &m->pid) < 0 || r.left)
-        return -EBADMSG;
-    return 0;
-}
-
-static int decode_exited(const uint8_t *p, size_t len, struct exited_msg *m)
-{
-    struct proto_reader r;
-    proto_reader_init(&r, p, len);
-    if (proto_get_u32(&r, &m->pid) < 0 || proto_get_u32(&r, &m->status) < 0 || r.left)
-        return -EBADMSG;
-    return 0;
-}
-
-static int decode_reset_done(const uint8_t *p, size_t len, struct reset_done_msg *m)
-{
-    struct proto_reader r;
-    proto_reader_init(&r, p, len);
-    if (proto_get_u32(&r, &m->status) < 0 || proto_get_u64(&r, &m->reset_ns) < 0 || r.left)
-        return -EBADMSG;
-    return 0;
-}
-
-/* PROTO_LOG: u32 stream, then the line's bytes (the rest of the payload). */
-static int decode_log(const uint8_t *p, size_t len, struct log_msg *m)
-{
-    struct proto_reader r;
-    proto_reader_init(&r, p, len);
-    if (proto_get_u32(&r, &m->stream) < 0)
-        return -EBADMSG;
-    if (m->stream != 1 && m->stream != 2)
-        return -EBADMSG;
-    if (r.left > PROTO_LOG_LINE_MAX)
-        return -EMSGSIZE;
-    m->line = (const char *)r.p;
-    m->len = r.left;
-    return 0;
-}
-
 static int parse_u32(struct proto_str s, uint32_t *out)
 {
     if (s.len == 0 || s.len > 10)
@@ -922,29 +833,6 @@ static int check_hello(struct sandbox *sb, const uint8_t *p, size_t len)
         return -EPROTO;
     }
     return 0;
-}
-
-/* RFC 9110 token characters, for header names. */
-static bool is_tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return true;
-    return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static bool header_ok(const struct proto_pair *h)
-{
-    if (h->key.len == 0)
-        return false;
-    for (uint32_t i = 0; i < h->key.len; i++)
-        if (!is_tchar((unsigned char)h->key.p[i]))
-            return false;
-    for (uint32_t i = 0; i < h->value.len; i++) {
-        unsigned char c = (unsigned char)h->value.p[i];
-        if (c == '\r' || c == '\n' || c == '\0')
-            return false;
-    }
-    return true;
 }
 
 static struct sandbox__inflight *find_call(struct sandbox *sb, uint32_t id)
@@ -1017,7 +905,7 @@ static void on_response(struct sandbox *sb, const struct proto_hdr *h, const uin
     }
     struct sandbox_header headers[PROTO_MAX_PAIRS];
     for (uint32_t i = 0; i < pr.n_headers; i++) {
-        if (!header_ok(&pr.headers[i])) {
+        if (!proto_header_valid(&pr.headers[i])) {
             bad_frame(sb, "RESPONSE header %" PRIu32 " is not a valid HTTP header", i);
             return;
         }
@@ -1051,8 +939,8 @@ static void on_failed(struct sandbox *sb, const struct proto_hdr *h, const uint8
         bad_frame(sb, "FAILED for call %" PRIu32 ", which is not in flight", h->id);
         return;
     }
-    struct failed_msg m;
-    if (decode_failed(payload, h->len, &m) < 0) {
+    struct proto_failed m;
+    if (proto_failed_decode(payload, h->len, &m) < 0) {
         bad_frame(sb, "FAILED does not decode");
         return;
     }
@@ -1169,8 +1057,8 @@ static void dispatch(struct sandbox *sb, struct sandbox__frame *f)
         on_failed(sb, h, p);
         return;
     case PROTO_LOG: {
-        struct log_msg m;
-        int r = decode_log(p, h->len, &m);
+        struct proto_log m;
+        int r = proto_log_decode(p, h->len, &m);
         if (r < 0) {
             bad_frame(sb, "LOG %s", r == -EMSGSIZE ? "line too long" : "does not decode");
             return;
@@ -1180,8 +1068,8 @@ static void dispatch(struct sandbox *sb, struct sandbox__frame *f)
         return;
     }
     case PROTO_EXITED: {
-        struct exited_msg m;
-        if (decode_exited(p, h->len, &m) < 0) {
+        struct proto_exited m;
+        if (proto_exited_decode(p, h->len, &m) < 0) {
             bad_frame(sb, "EXITED does not decode");
             return;
         }
@@ -1193,15 +1081,15 @@ static void dispatch(struct sandbox *sb, struct sandbox__frame *f)
     case PROTO_RESET_DONE: {
         /* Answers: valid only as the answer something waits for. */
         int r;
-        struct loaded_msg lm;
-        struct forked_msg fm;
-        struct reset_done_msg rm;
+        struct proto_loaded lm;
+        struct proto_forked fm;
+        struct proto_reset_done rm;
         if (h->type == PROTO_LOADED)
-            r = decode_loaded(p, h->len, &lm);
+            r = proto_loaded_decode(p, h->len, &lm);
         else if (h->type == PROTO_RESET_DONE)
-            r = decode_reset_done(p, h->len, &rm);
+            r = proto_reset_done_decode(p, h->len, &rm);
         else
-            r = decode_forked(p, h->len, &fm);
+            r = proto_forked_decode(p, h->len, &fm);
         if (r < 0) {
             bad_frame(sb, "%s does not decode", type_name(h->type));
             return;
@@ -1642,8 +1530,8 @@ static void on_loaded(struct sandbox *sb, int status, struct sandbox__frame *f, 
     void *d = s->data;
     free(s);
     if (status == 0) {
-        struct loaded_msg m;
-        decode_loaded(f->payload, f->hdr.len, &m); /* validated by dispatch */
+        struct proto_loaded m;
+        proto_loaded_decode(f->payload, f->hdr.len, &m); /* validated by dispatch */
         sb->init_ns = m.init_ns;
         if (m.status != 0) {
             char msg[200];
@@ -1695,8 +1583,8 @@ static void on_forked(struct sandbox *zygote, int status, struct sandbox__frame 
     int pidfd = -1;
     pid_t ns_pid = 0;
     if (status == 0) {
-        struct forked_msg m;
-        decode_forked(f->payload, f->hdr.len, &m); /* validated by dispatch */
+        struct proto_forked m;
+        proto_forked_decode(f->payload, f->hdr.len, &m); /* validated by dispatch */
         if (m.status != 0) {
             sandbox__set_error(zygote, "fork failed in the zygote: %s", strerror((int)m.status));
             status = (m.status < 4096) ? -(int)m.status : -EPROTO;
@@ -1763,8 +1651,8 @@ static void on_reset_done(struct sandbox *sb, int status, struct sandbox__frame 
     void *d = s->data;
     free(s);
     if (status == 0) {
-        struct reset_done_msg m;
-        decode_reset_done(f->payload, f->hdr.len, &m); /* validated by dispatch */
+        struct proto_reset_done m;
+        proto_reset_done_decode(f->payload, f->hdr.len, &m); /* validated by dispatch */
         if (m.status != 0) {
             sandbox__set_error(sb, "reset failed: %s", strerror((int)m.status));
             status = (m.status < 4096) ? -(int)m.status : -EPROTO;

@@ -438,3 +438,63 @@ Test(proto, large_frame_across_processes)
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     close(sv[1]);
 }
+
+/* The small payloads: what the agent and the monitor encode, emberd decodes;
+ * every truncation and any trailing byte is refused. */
+Test(proto, small_payloads)
+{
+    struct proto_buf b;
+    proto_buf_init(&b);
+    cr_assert_eq(proto_buf_begin(&b, PROTO_LOADED, 1), 0);
+    proto_put_u32(&b, 5);
+    proto_put_bytes(&b, "msg", 3);
+    proto_put_u64(&b, 1234);
+    cr_assert_eq(proto_buf_finish(&b), 0);
+    const uint8_t *p = b.data + PROTO_HDR_SIZE;
+    size_t len = b.len - PROTO_HDR_SIZE;
+    struct proto_loaded lo;
+    cr_assert_eq(proto_loaded_decode(p, len, &lo), 0);
+    cr_expect_eq(lo.status, 5);
+    cr_expect(proto_str_eq(lo.message, "msg"));
+    cr_expect_eq(lo.init_ns, 1234);
+    for (size_t cut = 0; cut < len; cut++)
+        cr_expect_eq(proto_loaded_decode(p, cut, &lo), -EBADMSG, "cut at %zu", cut);
+    proto_buf_free(&b);
+
+    proto_buf_init(&b);
+    proto_buf_begin(&b, PROTO_FORKED, 2);
+    proto_put_u32(&b, 0);
+    proto_put_u32(&b, 42);
+    proto_put_raw(&b, "x", 1); /* one byte too many */
+    proto_buf_finish(&b);
+    struct proto_forked fo;
+    cr_expect_eq(proto_forked_decode(b.data + PROTO_HDR_SIZE, b.len - PROTO_HDR_SIZE - 1, &fo), 0);
+    cr_expect_eq(fo.pid, 42);
+    cr_expect_eq(proto_forked_decode(b.data + PROTO_HDR_SIZE, b.len - PROTO_HDR_SIZE, &fo),
+                 -EBADMSG);
+    proto_buf_free(&b);
+
+    uint8_t logp[4 + PROTO_LOG_LINE_MAX + 1];
+    uint32_t stream = 2;
+    memcpy(logp, &stream, 4);
+    memset(logp + 4, 'x', sizeof(logp) - 4);
+    struct proto_log lg;
+    cr_expect_eq(proto_log_decode(logp, 4 + 5, &lg), 0);
+    cr_expect_eq(lg.len, 5);
+    cr_expect_eq(proto_log_decode(logp, sizeof(logp), &lg), -EMSGSIZE);
+    stream = 3;
+    memcpy(logp, &stream, 4);
+    cr_expect_eq(proto_log_decode(logp, 9, &lg), -EBADMSG, "only stdout and stderr");
+}
+
+Test(proto, header_validity)
+{
+    struct proto_pair ok = {{"X-A", 3}, {"v v", 3}};
+    struct proto_pair bad_name = {{"X A", 3}, {"v", 1}};
+    struct proto_pair empty = {{"", 0}, {"v", 1}};
+    struct proto_pair crlf = {{"X-A", 3}, {"a\r\nb", 4}};
+    cr_expect(proto_header_valid(&ok));
+    cr_expect_not(proto_header_valid(&bad_name));
+    cr_expect_not(proto_header_valid(&empty));
+    cr_expect_not(proto_header_valid(&crlf));
+}
