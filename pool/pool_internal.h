@@ -99,6 +99,8 @@ struct pool_fn {
     uint32_t queue_len;
     bool removed;
     bool snapshot_ready;             /* microVM: a specialize of this version worked */
+    bool want_zygote;                /* container: the first instance served by
+                                        itself; make the zygote off its path */
     uint64_t last_used_ns;
 
     /* counters */

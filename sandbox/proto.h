@@ -86,6 +86,7 @@ enum proto_fail {
 #define PROTO_OPT_SNAPSHOT_DIR "snapshot_dir" /* microVM: where snapshots live */
 #define PROTO_OPT_SECCOMP "seccomp"   /* container: BPF (struct sock_filter[]) to install before loading */
 #define PROTO_OPT_CONCURRENCY "concurrency"
+#define PROTO_OPT_SERVE "serve"       /* container: "1" = serve calls after the LOAD, never fork */
 
 struct proto_hdr {
     uint16_t type;

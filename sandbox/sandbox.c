@@ -1803,7 +1803,8 @@ static void on_op_done(struct sandbox *sb, int status, void *unused)
         status = sb->destroyed ? -ECANCELED : -ECHILD;
     if (status == 0) {
         if (op == SANDBOX__OP_SPECIALIZE)
-            sb->role = sb->ops->specialized_serves ? SANDBOX_ROLE_INSTANCE : SANDBOX_ROLE_ZYGOTE;
+            sb->role = sb->ops->specialized_serves || sb->serves ? SANDBOX_ROLE_INSTANCE
+                                                                 : SANDBOX_ROLE_ZYGOTE;
         else if (op == SANDBOX__OP_FORK)
             sb->role = SANDBOX_ROLE_INSTANCE;
         sb->last_error[0] = '\0';
@@ -1885,6 +1886,7 @@ int sandbox_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sand
     sb->memory_mb = m->memory_mb;
     sb->timeout_ms = m->timeout_ms;
     sb->concurrency = m->concurrency ? m->concurrency : 1;
+    sb->serves = spec->serve;
     sb->op = SANDBOX__OP_SPECIALIZE;
     sb->op_cb = cb;
     sb->op_data = data;
@@ -1895,6 +1897,7 @@ int sandbox_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sand
         sb->memory_mb = 0;
         sb->timeout_ms = 0;
         sb->concurrency = 1;
+        sb->serves = false;
     }
     return r;
 }

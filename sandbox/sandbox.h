@@ -96,6 +96,10 @@ struct sandbox_spec {
     const char *package_dir;   /* absolute host path of the unpacked package */
     const char *snapshot_dir;  /* absolute host path for backend artefacts */
     const struct manifest *manifest;
+    /** The specialized sandbox serves calls itself instead of becoming a
+     *  zygote: a function's first container instance, which then pays no
+     *  fork. It can never fork (nothing of a call's state may be copied). */
+    bool serve;
 };
 
 struct sandbox_header {
@@ -164,7 +168,8 @@ struct sandbox_ops {
     void (*backend_destroy)(struct sandbox_backend *be);
     /** Start a stem cell; @cb(status) once it is ready or failed. */
     int (*create)(struct sandbox_backend *be, struct sandbox *sb, sandbox_done_cb cb, void *data);
-    /** Turn a ready stem cell into a zygote of @spec; @cb(status) after init. */
+    /** Turn a ready stem cell into a zygote of @spec (an instance if
+     *  spec->serve or specialized_serves); @cb(status) after init. */
     int (*specialize)(struct sandbox *sb, const struct sandbox_spec *spec, sandbox_done_cb cb,
                       void *data);
     /** Fork @child (allocated by the core) from zygote @sb; @cb(child, status). */

@@ -236,6 +236,7 @@ struct sandbox {
     bool destroyed; /* sandbox_destroy was called */
     bool killed;    /* we sent SIGKILL; kill_reason says why */
     bool failed;    /* an op failed: only destroy is left */
+    bool serves;    /* specialized with spec->serve: an instance, not a zygote */
     char kill_reason[256];
     char crash_detail[256]; /* from a PROTO_FAILED(CRASH) */
     char last_error[256];   /* sandbox_last_error */

@@ -4,7 +4,8 @@
  * channel on fd 3. As a stem cell it says HELLO and waits for LOAD; once
  * loaded it is a zygote: it serves no calls, it forks an instance per FORK
  * (instance.c) and tells emberd when one dies (EXITED). Being pid 1 it also
- * reaps whatever gets orphaned inside the sandbox.
+ * reaps whatever gets orphaned inside the sandbox. A LOAD with "serve"
+ * makes it an instance itself instead (a function's first one).
  *
  * The zygote stays single-threaded so that fork() is safe; it reads the
  * channel, its log pipes (ember_init may leave threads that print) and
@@ -80,6 +81,22 @@ static void reap(void)
     }
 }
 
+static void instance_signals(void)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    signal(SIGCHLD, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* LOAD with "serve": this sandbox is the function's instance itself, the
+ * fork saved. Nothing was forked yet, so nothing is left to report. */
+__attribute__((noreturn)) static void serve_here(void)
+{
+    instance_signals();
+    agent__instance_run(&fn, false);
+}
+
 static void do_load(uint32_t id, const uint8_t *payload, size_t len, int *fds, int n_fds)
 {
     char msg[512] = "";
@@ -95,15 +112,14 @@ static void do_load(uint32_t id, const uint8_t *payload, size_t len, int *fds, i
     uint64_t init_ns = ember_now_ns() - t0;
     role = r == 0 ? ROLE_ZYGOTE : ROLE_SPOILED;
     agent__send_status(PROTO_LOADED, id, r == 0 ? 0 : (uint32_t)-r, NULL, msg, &init_ns, NULL, 0);
+    if (r == 0 && fn.serve)
+        serve_here();
 }
 
 /* The child side of FORK: become an instance on channel @chan. */
 __attribute__((noreturn)) static void become_instance(int chan, const int *fds, int n_fds)
 {
-    sigset_t none;
-    sigemptyset(&none);
-    signal(SIGCHLD, SIG_DFL);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    instance_signals();
     /* Move into the instance's own cgroup first: fds[1..] are its
      * cgroup.procs files, opened by emberd (which is what grants the
      * write); "0" means the writer. Nothing of the function runs before. */
@@ -121,7 +137,7 @@ __attribute__((noreturn)) static void become_instance(int chan, const int *fds, 
     free(kids);
     kids = NULL;
     n_kids = cap_kids = 0;
-    agent__instance_run(&fn);
+    agent__instance_run(&fn, true);
 }
 
 static void do_fork(uint32_t id, int *fds, int n_fds)

@@ -53,6 +53,7 @@ struct agent_fn {
     uint32_t timeout_ms;
     uint32_t memory_mb;
     uint32_t concurrency;   /* >= 1 */
+    bool serve;             /* LOAD asked this sandbox to serve, not to fork */
     agent_handle_fn handle; /* native */
 };
 
@@ -142,8 +143,10 @@ int agent__load(uint32_t id, const uint8_t *payload, size_t len, int mount_fd, s
 
 /* ---- instance.c, native.c, exec.c ---- */
 
-/** Serve calls on fd 3 as an instance of @fn; never returns. */
-__attribute__((noreturn)) void agent__instance_run(const struct agent_fn *fn);
+/** Serve calls on fd 3 as an instance of @fn; never returns. @forked: a
+ *  zygote's child, which makes its own log pipes and says HELLO; otherwise
+ *  the loaded sandbox itself (LOAD with "serve"), already announced. */
+__attribute__((noreturn)) void agent__instance_run(const struct agent_fn *fn, bool forked);
 
 /** Run one native call; leaves the answer frame (RESPONSE or FAILED) in @out. */
 int agent__native_call(const struct agent_fn *fn, uint32_t id, const struct proto_request *req,

@@ -7,7 +7,8 @@
  * beforehand, one per signal, and the handler copies one to its stack,
  * patches the call id, takes the channel lock (a futex, chan.c) and write()s.
  * Then it restores the default action and re-raises, so the process dies of
- * the original signal (emberd and the wait status see the truth).
+ * the original signal (emberd and the wait status see the truth); pid 1,
+ * which cannot raise a fatal signal at itself, exits with 128 + signal.
  */
 #include <errno.h>
 #include <signal.h>
@@ -93,6 +94,11 @@ static void on_fatal(int sig, siginfo_t *si, void *uctx)
         }
         agent__chan_unlock_signal();
     }
+    /* pid 1 of its namespace (a sandbox serving itself) ignores a signal it
+     * raises with the default action: only a forced one would kill it. The
+     * answer above told the truth; end the same way every time. */
+    if (getpid() == 1)
+        _exit(128 + sig);
     struct sigaction sa = {.sa_handler = SIG_DFL};
     sigemptyset(&sa.sa_mask);
     sigaction(sig, &sa, NULL);

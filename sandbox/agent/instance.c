@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,7 +210,19 @@ static void on_frame(const struct proto_hdr *h, uint8_t **payload, int *fds, int
     }
 }
 
-void agent__instance_run(const struct agent_fn *fn)
+/* A served sandbox's agent is pid 1: orphans of the function's processes
+ * come to it. With calls inline (concurrency 1) nothing of ours is running
+ * between calls, so whatever is left to reap is an orphan. With workers an
+ * exec handler's child may be waited for meanwhile; orphans then stay
+ * zombies until the instance goes, bounded by the pids limit. */
+static void reap_orphans(void)
+{
+    if (getpid() == 1)
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+}
+
+void agent__instance_run(const struct agent_fn *fn, bool forked)
 {
     pool.fn = fn;
     pool.tail = &pool.head;
@@ -217,15 +230,16 @@ void agent__instance_run(const struct agent_fn *fn)
     if (pool.max_workers == 0)
         pool.max_workers = 1;
 
-    /* Own pipes: the zygote's would mix every instance's output. */
-    int r = agent__log_redirect();
+    /* Own pipes: the zygote's would mix every instance's output. A
+     * sandbox serving itself keeps the ones its LOAD made. */
+    int r = forked ? agent__log_redirect() : 0;
     if (r == 0)
         r = agent__crash_init(AGENT_CRASH_INSTANCE, 0, pool.max_workers);
     if (r < 0) {
         agent__warn("instance setup: %s", strerror(-r));
         _exit(1);
     }
-    if (agent__send_hello() < 0)
+    if (forked && agent__send_hello() < 0)
         _exit(1);
 
     for (;;) {
@@ -238,6 +252,7 @@ void agent__instance_run(const struct agent_fn *fn)
             int fds[PROTO_MAX_FDS], n_fds = 0;
             agent__recv_frame(&h, &payload, fds, &n_fds);
             on_frame(&h, &payload, fds, n_fds);
+            reap_orphans();
             continue;
         }
         struct pollfd pfd[3] = {{.fd = AGENT_CHAN_FD, .events = POLLIN}};

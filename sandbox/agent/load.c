@@ -33,6 +33,7 @@
 struct load_opts {
     struct proto_str function, version, runtime, handler, seccomp;
     uint32_t timeout_ms, memory_mb, concurrency;
+    bool serve;
     struct proto_pair env[PROTO_MAX_PAIRS];
     uint32_t n_env;
 };
@@ -131,6 +132,8 @@ static int parse_opts(const uint8_t *payload, size_t len, struct load_opts *o, c
             num = &o->memory_mb;
         else if (proto_str_eq(k, PROTO_OPT_CONCURRENCY))
             num = &o->concurrency;
+        else if (proto_str_eq(k, PROTO_OPT_SERVE))
+            o->serve = proto_str_eq(v, "1");
         else if (k.len > env_prefix && memcmp(k.p, PROTO_OPT_ENV_PREFIX, env_prefix) == 0) {
             struct proto_str name = {k.p + env_prefix, k.len - (uint32_t)env_prefix};
             if (!env_key_valid(name) || has_byte(v, '\0'))
@@ -324,6 +327,7 @@ int agent__load(uint32_t id, const uint8_t *payload, size_t len, int mount_fd, s
     fn->timeout_ms = o->timeout_ms;
     fn->memory_mb = o->memory_mb;
     fn->concurrency = o->concurrency;
+    fn->serve = o->serve;
     if (proto_str_eq(o->runtime, "native"))
         fn->runtime = AGENT_RUNTIME_NATIVE;
     else if (proto_str_eq(o->runtime, "exec"))

@@ -5,7 +5,9 @@
  * sandbox__queue_work; the loop only sequences the steps:
  *
  *   create      spawn (pool) -> attach channel + pidfd -> HELLO
- *   specialize  cgroup limits + package mount (pool) -> LOAD(mount fd) -> LOADED
+ *   specialize  cgroup limits + package mount (pool) -> LOAD(mount fd) -> LOADED;
+ *               with spec->serve the agent then serves calls itself (a
+ *               function's first instance: no fork on its path)
  *   fork        cgroup prepare (pool) -> socketpair -> FORK(child end, the
  *               group's cgroup.procs) on the zygote -> FORKED(pidfd) ->
  *               attach -> HELLO from the child, which moved itself in
@@ -280,7 +282,7 @@ static void on_loaded(struct sandbox *sb, int status, void *data)
 {
     struct container_sb *cs = data;
     done(sb, cs, status);
-    if (status == 0 && !sandbox__destroyed(sb) && sb->priv == cs)
+    if (status == 0 && !sb->serves && !sandbox__destroyed(sb) && sb->priv == cs)
         zygote_prepare_next(sb, cs);
 }
 
@@ -296,10 +298,11 @@ static void work_specialize(void *ctx)
         return;
     }
     cs->mount_fd = fd;
-    /* The first instance's cgroup too, while we are on the pool: the fork
-     * that follows the LOAD then needs no step of its own. */
-    cs->next_result = container_cgroup_prepare(cs->host, cs->next_cgroup, &cs->next_lim,
-                                               cs->next_fds, &cs->n_next_fds, &cs->next_err);
+    /* A zygote's first instance's cgroup too, while we are on the pool:
+     * the fork that follows the LOAD then needs no step of its own. */
+    if (cs->next_cgroup[0])
+        cs->next_result = container_cgroup_prepare(cs->host, cs->next_cgroup, &cs->next_lim,
+                                                   cs->next_fds, &cs->n_next_fds, &cs->next_err);
 }
 
 static void after_specialize(struct sandbox *sb, void *ctx)
@@ -316,7 +319,7 @@ static void after_specialize(struct sandbox *sb, void *ctx)
         done(sb, cs, cs->result);
         return;
     }
-    if (cs->next_result == 0 && cs->n_next_fds > 0)
+    if (cs->next_cgroup[0] && cs->next_result == 0 && cs->n_next_fds > 0)
         cs->next_ready = true;
     else
         cs->next_cgroup[0] = '\0';
@@ -345,10 +348,11 @@ static int ct_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sa
         return -ENOTSUP;
     struct proto_pair extra[] = {
         {{PROTO_OPT_SECCOMP, sizeof(PROTO_OPT_SECCOMP) - 1}, {bpf, (uint32_t)bpf_len}},
+        {{PROTO_OPT_SERVE, sizeof(PROTO_OPT_SERVE) - 1}, {"1", 1}},
     };
     /* Everything of @spec the later steps need is copied now: the frame
      * and the package path. */
-    int r = sandbox__load_encode(&cs->load, spec, extra, ARRAY_SIZE(extra));
+    int r = sandbox__load_encode(&cs->load, spec, extra, spec->serve ? 2 : 1);
     if (r < 0) {
         proto_buf_free(&cs->load);
         return r;
@@ -362,7 +366,11 @@ static int ct_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sa
     cs->cb = cb;
     cs->cb_data = data;
     memset(&cs->err, 0, sizeof(cs->err));
-    snprintf(cs->next_cgroup, sizeof(cs->next_cgroup), "in-%" PRIu64, next_instance_seq());
+    /* An instance that serves itself stays in its own group and forks nothing. */
+    if (spec->serve)
+        cs->next_cgroup[0] = '\0';
+    else
+        snprintf(cs->next_cgroup, sizeof(cs->next_cgroup), "in-%" PRIu64, next_instance_seq());
     cs->next_lim = cs->lim;
     memset(&cs->next_err, 0, sizeof(cs->next_err));
     r = sandbox__queue_work(sb, work_specialize, after_specialize, cs);

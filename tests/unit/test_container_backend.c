@@ -143,6 +143,18 @@ static void on_result(struct sandbox *sb, const struct sandbox_result *res, void
                      res->headers[i].value);
 }
 
+/* The exec function of the test package (run.sh) with one env entry. */
+static void greet_manifest(struct manifest *m, struct manifest_env *env, uint32_t memory_mb)
+{
+    *m = (struct manifest){.runtime = MANIFEST_RUNTIME_EXEC,
+                           .memory_mb = memory_mb,
+                           .timeout_ms = 2000,
+                           .concurrency = 1,
+                           .n_env = 1,
+                           .env = env};
+    snprintf(m->handler, sizeof(m->handler), "run.sh");
+}
+
 TestSuite(container_backend, .init = setup, .fini = teardown, .timeout = 120);
 
 Test(container_backend, stem_zygote_instance_invoke)
@@ -156,13 +168,8 @@ Test(container_backend, stem_zygote_instance_invoke)
     cr_assert_gt(sandbox_pid(stem), 0);
 
     struct manifest_env env[1] = {{(char *)"GREETING", (char *)"hi"}};
-    struct manifest m = {.runtime = MANIFEST_RUNTIME_EXEC,
-                         .memory_mb = 64,
-                         .timeout_ms = 2000,
-                         .concurrency = 1,
-                         .n_env = 1,
-                         .env = env};
-    snprintf(m.handler, sizeof(m.handler), "run.sh");
+    struct manifest m;
+    greet_manifest(&m, env, 64);
     struct sandbox_spec spec = {.function = "greet",
                                 .version = "v1",
                                 .package_dir = pkg_dir,
@@ -236,24 +243,32 @@ static void on_exit_ev(struct sandbox *sb, const char *why, void *data)
 /* An instance lives in its zygote's pid namespace, whose init the zygote
  * is: destroying the zygote takes its instances with it. The pool must
  * retire a zygote only after its instances. */
+/* A ready stem cell, specialized to run.sh (to serve itself if @serve). */
+static struct sandbox *specialized(uint32_t memory_mb, bool serve)
+{
+    struct sandbox *sb;
+    struct done_rec d = {0};
+    cr_assert_eq(sandbox_create(be, &sb, on_done, &d), 0);
+    cr_assert(spin(&d.count, 1, 30000));
+    cr_assert_eq(d.status, 0, "%s", sandbox_last_error(sb));
+    struct manifest_env env[1] = {{(char *)"GREETING", (char *)"yo"}};
+    struct manifest m;
+    greet_manifest(&m, env, memory_mb);
+    struct sandbox_spec spec = {
+        .function = "greet", .version = "v1", .package_dir = pkg_dir, .manifest = &m,
+        .serve = serve};
+    d.count = 0;
+    cr_assert_eq(sandbox_specialize(sb, &spec, on_done, &d), 0);
+    cr_assert(spin(&d.count, 1, 30000));
+    cr_assert_eq(d.status, 0, "specialize: %s", sandbox_last_error(sb));
+    return sb;
+}
+
 Test(container_backend, instances_die_with_their_zygote)
 {
-    struct sandbox *z;
+    struct sandbox *z = specialized(64, false);
     struct done_rec d = {0};
-    cr_assert_eq(sandbox_create(be, &z, on_done, &d), 0);
-    cr_assert(spin(&d.count, 1, 30000));
-    cr_assert_eq(d.status, 0, "%s", sandbox_last_error(z));
-    struct manifest m = {
-        .runtime = MANIFEST_RUNTIME_EXEC, .memory_mb = 64, .timeout_ms = 2000, .concurrency = 1};
-    snprintf(m.handler, sizeof(m.handler), "run.sh");
-    struct sandbox_spec spec = {
-        .function = "greet", .version = "v1", .package_dir = pkg_dir, .manifest = &m};
-    d.count = 0;
-    cr_assert_eq(sandbox_specialize(z, &spec, on_done, &d), 0);
-    cr_assert(spin(&d.count, 1, 30000));
-    cr_assert_eq(d.status, 0, "%s", sandbox_last_error(z));
     struct sandbox *in;
-    d.count = 0;
     cr_assert_eq(sandbox_fork(z, &in, on_done, &d), 0);
     cr_assert(spin(&d.count, 1, 30000));
     cr_assert_eq(d.status, 0, "%s", sandbox_last_error(in));
@@ -265,4 +280,30 @@ Test(container_backend, instances_die_with_their_zygote)
     cr_assert(spin(&ex.count, 1, 10000), "the instance outlived its zygote");
     cr_assert_str_eq(ex.why, "died with its zygote");
     sandbox_destroy(in);
+}
+
+Test(container_backend, specialized_to_serve)
+{
+    struct sandbox *sb = specialized(48, true);
+    struct done_rec d = {0};
+    /* the stem cell itself is the instance, in its own cgroup */
+    cr_assert_eq(sandbox_role(sb), SANDBOX_ROLE_INSTANCE);
+    struct sandbox_stats st;
+    cr_assert_eq(sandbox_stats(sb, &st), 0);
+    cr_assert_eq(st.memory_limit, 48ull << 20);
+
+    for (uint32_t id = 1; id <= 2; id++) {
+        struct result_rec r = {0};
+        struct sandbox_call call = {
+            .id = id, .method = "POST", .path = "/", .query = "", .body = "x", .body_len = 1};
+        cr_assert_eq(sandbox_invoke(sb, &call, on_result, &r), 0);
+        cr_assert(spin(&r.count, 1, 20000));
+        cr_assert_eq(r.error, SANDBOX_OK, "call %u: %s", id, r.detail);
+        cr_assert_str_eq(r.body, "hello from POST");
+        cr_assert_str_eq(r.greeting, "yo");
+    }
+    /* it ran calls: nothing may be copied from it */
+    struct sandbox *child;
+    cr_assert_eq(sandbox_fork(sb, &child, on_done, &d), -EINVAL);
+    sandbox_destroy(sb);
 }
