@@ -43,6 +43,20 @@ stems_ready() {
     curl -sS "$URL/v1/pool" | sed -n 's/.*"container":{"available":true,"stem_cells_ready":\([0-9]*\).*/\1/p'
 }
 
+# pool_quiet N: wait until N stem cells are ready and none is starting, so
+# that a call measures its own start, not its overlap with the refills (and
+# the background zygote) that the previous call set off on two cores.
+pool_quiet() {
+    local _ st
+    for _ in $(seq 400); do
+        st=$(curl -sS "$URL/v1/pool")
+        case $st in
+        *'"container":{"available":true,"stem_cells_ready":'"$1"',"stem_cells_starting":0'*) return 0 ;;
+        esac
+        sleep 0.005
+    done
+}
+
 row() { # row LABEL FILE WANT_KIND
     local n p_tot p_acq
     awk -v k="$3" '$2 == k { print $1 }' "$2" >"$TMP/tot"
@@ -60,7 +74,7 @@ for i in $(seq "$COUNT"); do deploy "f$i" "$TMP/noop.tar.gz"; done
 echo "== stem: first calls with a stem cell ready"
 pool_patch '{"stem_cells": 2}'
 for i in $(seq "$COUNT"); do
-    for _ in $(seq 200); do [ "$(stems_ready)" -ge 1 ] 2>/dev/null && break; sleep 0.005; done
+    pool_quiet 2
     call "f$i" "$TMP/stem"
 done
 
