@@ -114,6 +114,8 @@ static void do_load(uint32_t id, const uint8_t *payload, size_t len, int *fds, i
     agent__send_status(PROTO_LOADED, id, r == 0 ? 0 : (uint32_t)-r, NULL, msg, &init_ns, NULL, 0);
     if (r == 0 && fn.serve)
         serve_here();
+    if (r == 0)
+        agent__log_spare_make(); /* for the first FORK */
 }
 
 /* The child side of FORK: become an instance on channel @chan. */
@@ -173,6 +175,7 @@ static void do_fork(uint32_t id, int *fds, int n_fds)
         return;
     }
     kids[n_kids++] = pid;
+    agent__log_spare_drop(); /* the child's now; never a second child's */
     /* A zombie still has a pidfd: this works even if the child is gone. */
     cleanup_close int pidfd = pidfd_open(pid, 0);
     if (pidfd < 0) {
@@ -183,6 +186,9 @@ static void do_fork(uint32_t id, int *fds, int n_fds)
         return;
     }
     agent__send_status(PROTO_FORKED, id, 0, &(uint32_t){(uint32_t)pid}, NULL, NULL, &pidfd, 1);
+    /* The child has this fork's pipes; make the next one's now, while the
+     * child starts up and emberd waits for its HELLO. */
+    agent__log_spare_make();
 }
 
 static void on_frame(const struct proto_hdr *h, uint8_t *payload, int *fds, int n_fds)

@@ -99,6 +99,11 @@ void agent__chan_write_raw(const void *p, size_t len);
  *  function never blocks; read ends CLOEXEC, kept here). Replaces the pipes
  *  of a previous call (a forked instance gets its own). 0 or -errno. */
 int agent__log_redirect(void);
+/** A zygote's pipes for its next instance, made off the fork's path: the
+ *  child's agent__log_redirect takes them. make replaces any left; drop
+ *  closes the zygote's copies once a child has them. */
+void agent__log_spare_make(void);
+void agent__log_spare_drop(void);
 /** The read ends, for poll(); -1 before agent__log_redirect. */
 void agent__log_fds(int *out_fd, int *err_fd);
 /** Read what is in the pipes and forward complete lines within the budget.
@@ -127,8 +132,9 @@ int agent__crash_thread_init(void);
 /** Mark @slot busy with call @id / idle. */
 void agent__crash_slot_set(unsigned slot, uint32_t id);
 void agent__crash_slot_clear(unsigned slot);
-/** Restore the default action of the fatal signals (before fork/exec of
- *  another program, or when leaving a mode). */
+/** Leave the mode: the handlers stay installed (a fork child inherits them
+ *  and its frames, made at LOAD) but report nothing, and a fatal signal
+ *  kills as if they were not there. exec resets them anyway. */
 void agent__crash_reset(void);
 /** "killed by signal 11 (SIGSEGV)" into @buf. */
 void agent__signal_describe(int sig, char *buf, size_t len);

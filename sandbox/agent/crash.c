@@ -34,7 +34,11 @@ struct prebuilt {
 
 static enum agent_crash_mode crash_mode;
 static uint32_t crash_load_id;
-static struct prebuilt frames[ARRAY_SIZE(fatal_signals)];
+/* Per mode; a zygote builds its instances' frames at LOAD, so that a fork
+ * child finds them made. */
+static struct prebuilt frames[3][ARRAY_SIZE(fatal_signals)];
+static bool built[3];
+static bool handlers_installed; /* kept across forks, like the frames */
 /* Slot i: 0 idle, else (1 << 32) | call id. */
 static _Atomic uint64_t *slots;
 static unsigned n_slots;
@@ -79,7 +83,7 @@ static void on_fatal(int sig, siginfo_t *si, void *uctx)
         k++;
     if (k < ARRAY_SIZE(fatal_signals) && crash_mode != AGENT_CRASH_NONE &&
         agent__chan_lock_signal(1000) == 0) {
-        struct prebuilt f = frames[k];
+        struct prebuilt f = frames[crash_mode][k];
         if (crash_mode == AGENT_CRASH_LOAD) {
             set_id(&f, crash_load_id);
             agent__chan_write_raw(f.bytes, f.len);
@@ -110,6 +114,8 @@ static void on_fatal(int sig, siginfo_t *si, void *uctx)
 
 static int prebuild(enum agent_crash_mode mode)
 {
+    if (built[mode])
+        return 0;
     for (size_t k = 0; k < ARRAY_SIZE(fatal_signals); k++) {
         char msg[96];
         agent__signal_describe(fatal_signals[k], msg, sizeof(msg));
@@ -134,13 +140,14 @@ static int prebuild(enum agent_crash_mode mode)
         if (!r && b.len > FRAME_MAX)
             r = -EOVERFLOW;
         if (!r) {
-            memcpy(frames[k].bytes, b.data, b.len);
-            frames[k].len = b.len;
+            memcpy(frames[mode][k].bytes, b.data, b.len);
+            frames[mode][k].len = b.len;
         }
         proto_buf_free(&b);
         if (r)
             return r;
     }
+    built[mode] = true;
     return 0;
 }
 
@@ -167,6 +174,8 @@ int agent__crash_init(enum agent_crash_mode mode, uint32_t load_id, unsigned wan
 {
     if (mode != AGENT_CRASH_NONE) {
         int r = prebuild(mode);
+        if (!r && mode == AGENT_CRASH_LOAD)
+            r = prebuild(AGENT_CRASH_INSTANCE); /* for the zygote's children */
         if (r)
             return r;
     }
@@ -190,6 +199,8 @@ int agent__crash_init(enum agent_crash_mode mode, uint32_t load_id, unsigned wan
             return r;
         have_altstack = true;
     }
+    if (handlers_installed)
+        return 0;
     struct sigaction sa = {.sa_sigaction = on_fatal, .sa_flags = SA_SIGINFO | SA_ONSTACK};
     sigemptyset(&sa.sa_mask);
     for (size_t k = 0; k < ARRAY_SIZE(fatal_signals); k++)
@@ -197,14 +208,14 @@ int agent__crash_init(enum agent_crash_mode mode, uint32_t load_id, unsigned wan
     for (size_t k = 0; k < ARRAY_SIZE(fatal_signals); k++)
         if (sigaction(fatal_signals[k], &sa, NULL) < 0)
             return -errno;
+    handlers_installed = true;
     return 0;
 }
 
+/* The handlers stay (a fork child would only install them again); in
+ * AGENT_CRASH_NONE they report nothing and die of the signal as if there
+ * were none. */
 void agent__crash_reset(void)
 {
-    struct sigaction sa = {.sa_handler = SIG_DFL};
-    sigemptyset(&sa.sa_mask);
-    for (size_t k = 0; k < ARRAY_SIZE(fatal_signals); k++)
-        sigaction(fatal_signals[k], &sa, NULL);
     crash_mode = AGENT_CRASH_NONE;
 }

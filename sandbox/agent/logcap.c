@@ -67,17 +67,59 @@ void agent__log_budget_reset(void)
     pthread_mutex_unlock(&lg.mu);
 }
 
+/* A zygote makes its next instance's pipes ahead (agent__log_spare_make),
+ * so that the fork child only has to put them in place. */
+static int spare[2][2] = {{-1, -1}, {-1, -1}}; /* [stream][read, write] */
+
+static int pipe_make(int p[2])
+{
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return -errno;
+    /* Best effort: a bigger pipe loses less of a burst. */
+    fcntl(p[1], F_SETPIPE_SZ, PIPE_SIZE);
+    if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(p[1], F_SETFL, O_NONBLOCK) < 0) {
+        int r = -errno;
+        close(p[0]);
+        close(p[1]);
+        p[0] = p[1] = -1;
+        return r;
+    }
+    return 0;
+}
+
+void agent__log_spare_drop(void)
+{
+    for (int i = 0; i < 2; i++) {
+        for (int k = 0; k < 2; k++) {
+            if (spare[i][k] >= 0)
+                close(spare[i][k]);
+            spare[i][k] = -1;
+        }
+    }
+}
+
+void agent__log_spare_make(void)
+{
+    agent__log_spare_drop();
+    for (int i = 0; i < 2; i++) {
+        if (pipe_make(spare[i]) < 0) {
+            agent__log_spare_drop(); /* the child makes its own */
+            return;
+        }
+    }
+}
+
 int agent__log_redirect(void)
 {
     for (int i = 0; i < 2; i++) {
-        int p[2];
-        if (pipe2(p, O_CLOEXEC) < 0)
-            return -errno;
+        int p[2] = {spare[i][0], spare[i][1]};
+        spare[i][0] = spare[i][1] = -1;
+        if (p[0] < 0) {
+            int r = pipe_make(p);
+            if (r < 0)
+                return r;
+        }
         cleanup_close int r = p[0], w = p[1];
-        /* Best effort: a bigger pipe loses less of a burst. */
-        fcntl(w, F_SETPIPE_SZ, PIPE_SIZE);
-        if (fcntl(r, F_SETFL, O_NONBLOCK) < 0 || fcntl(w, F_SETFL, O_NONBLOCK) < 0)
-            return -errno;
         /* dup2 clears CLOEXEC on 1 and 2: exec handlers inherit stderr. */
         if (dup2(w, STDOUT_FILENO + i) < 0)
             return -errno;

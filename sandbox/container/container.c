@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/pidfd.h>
 #include <sys/stat.h>
@@ -396,8 +397,31 @@ int container_package_mount(const char *package_dir, struct ember_error *err)
     return fd;
 }
 
+/* PIDFD_GET_INFO (Linux 6.13): its first version of struct pidfd_info,
+ * which later kernels still accept (the size travels in the command). */
+struct pidfd_info_v0 {
+    uint64_t mask;
+    uint64_t cgroupid;
+    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    uint32_t spare0;
+};
+#define EMBER_PIDFD_INFO_PID 1ull
+#define EMBER_PIDFD_GET_INFO _IOWR(0xFF, 11, struct pidfd_info_v0)
+
 pid_t container_pidfd_pid(int pidfd)
 {
+    /* One ioctl where the kernel has it: this runs on the loop per fork. */
+    static bool no_ioctl;
+    if (!no_ioctl) {
+        struct pidfd_info_v0 info = {.mask = EMBER_PIDFD_INFO_PID};
+        if (ioctl(pidfd, EMBER_PIDFD_GET_INFO, &info) == 0)
+            return info.pid > 0 ? (pid_t)info.pid : -EREMOTE; /* 0: not in our namespace */
+        if (errno == ESRCH)
+            return -ESRCH;
+        if (errno != ENOTTY && errno != EINVAL && errno != EOPNOTSUPP)
+            return -errno;
+        no_ioctl = true;
+    }
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);

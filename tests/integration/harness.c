@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -640,4 +641,20 @@ bool emberd_leftovers(const struct emberd *d, char *what, size_t len)
         closedir(dd);
     }
     return false;
+}
+
+int fn_instances(uint16_t port, const char *name, const char *state)
+{
+    char target[300];
+    snprintf(target, sizeof(target), "/v1/functions/%s", name);
+    struct resp r;
+    if (http_call(port, "GET", target, NULL, NULL, 0, &r) < 0)
+        return -1;
+    json_t *j = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
+    resp_free(&r);
+    json_t *n = json_object_get(
+        json_object_get(json_object_get(j, "stats"), "instances"), state);
+    int v = json_is_integer(n) ? (int)json_integer_value(n) : -1;
+    json_decref(j);
+    return v;
 }

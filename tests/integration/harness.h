@@ -104,6 +104,10 @@ int deploy_test_function(uint16_t port, const char *name, const char *so, const 
 /** PUT an arbitrary package file. */
 int deploy_file(uint16_t port, const char *name, const char *pkg_path, struct resp *out);
 
+/** How many of function @name's sandboxes are in @state ("zygote", "idle",
+ *  ...; GET /v1/functions/{name} stats.instances), or -1. */
+int fn_instances(uint16_t port, const char *name, const char *state);
+
 /** Skip reasons: NULL when the environment can run sandboxes, else why not. */
 const char *need_root_and_namespaces(void);
 const char *need_kvm(void);

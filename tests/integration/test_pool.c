@@ -80,12 +80,8 @@ static char *acquire_of(const struct resp *r)
 
 static json_int_t instances(const char *name, const char *state)
 {
-    char target[128];
-    snprintf(target, sizeof(target), "/v1/functions/%s", name);
-    json_t *j = get_json(target);
-    json_int_t n = json_integer_value(
-        json_object_get(json_object_get(json_object_get(j, "stats"), "instances"), state));
-    json_decref(j);
+    int n = fn_instances(d.port, name, state);
+    cr_assert_geq(n, 0, "stats of %s", name);
     return n;
 }
 
