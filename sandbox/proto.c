@@ -38,6 +38,8 @@ int proto_hdr_check(const struct proto_hdr *h)
     case PROTO_LOG:
     case PROTO_EXITED:
     case PROTO_RESET_DONE:
+    case PROTO_PARK:
+    case PROTO_PARKED:
         break;
     default:
         return -EBADMSG;
@@ -435,11 +437,11 @@ int proto_exited_decode(const void *p, size_t len, struct proto_exited *m)
     return 0;
 }
 
-int proto_reset_done_decode(const void *p, size_t len, struct proto_reset_done *m)
+int proto_done_decode(const void *p, size_t len, struct proto_done *m)
 {
     struct proto_reader r;
     proto_reader_init(&r, p, len);
-    if (proto_get_u32(&r, &m->status) < 0 || proto_get_u64(&r, &m->reset_ns) < 0 || r.left)
+    if (proto_get_u32(&r, &m->status) < 0 || proto_get_u64(&r, &m->ns) < 0 || r.left)
         return -EBADMSG;
     return 0;
 }

@@ -48,6 +48,13 @@ enum proto_type {
                            hdr.id = emberd's tag echoed in PROTO_FORKED */
     PROTO_RESET = 4,    /* return to the post-init snapshot (microVM) */
     PROTO_SHUTDOWN = 5, /* exit cleanly */
+    PROTO_PARK = 6,     /* zygote (container): move into the cgroup whose
+                           cgroup.procs files (one per hierarchy, opened by
+                           emberd) are fd[0..], writing "0" to each; a FORK
+                           read after it (with only fd[0]) leaves the child
+                           where it is born, in that group. The zygote
+                           answers PROTO_PARKED once it has moved (out of the
+                           previous child's group) */
 
     /* sandbox -> emberd */
     PROTO_HELLO = 64,    /* first frame of every sandbox process: strings
@@ -64,6 +71,7 @@ enum proto_type {
                             then the line bytes (no newline), <= PROTO_LOG_LINE_MAX */
     PROTO_EXITED = 70,   /* a zygote's child died: u32 pid, u32 wait status */
     PROTO_RESET_DONE = 71, /* answer to RESET: u32 status, u64 reset_ns */
+    PROTO_PARKED = 72,     /* answer to PARK: u32 status, u64 ns */
 };
 
 enum proto_fail {
@@ -177,9 +185,9 @@ struct proto_forked {      /* PROTO_FORKED */
 struct proto_exited {      /* PROTO_EXITED */
     uint32_t pid, status;
 };
-struct proto_reset_done {  /* PROTO_RESET_DONE */
+struct proto_done {        /* PROTO_RESET_DONE, PROTO_PARKED */
     uint32_t status;
-    uint64_t reset_ns;
+    uint64_t ns;               /* what the step took inside */
 };
 struct proto_log {         /* PROTO_LOG: stream 1 or 2, then the line */
     uint32_t stream;
@@ -191,7 +199,7 @@ int proto_loaded_decode(const void *p, size_t len, struct proto_loaded *m);
 int proto_failed_decode(const void *p, size_t len, struct proto_failed *m);
 int proto_forked_decode(const void *p, size_t len, struct proto_forked *m);
 int proto_exited_decode(const void *p, size_t len, struct proto_exited *m);
-int proto_reset_done_decode(const void *p, size_t len, struct proto_reset_done *m);
+int proto_done_decode(const void *p, size_t len, struct proto_done *m);
 /** -EMSGSIZE for a line over PROTO_LOG_LINE_MAX. */
 int proto_log_decode(const void *p, size_t len, struct proto_log *m);
 

@@ -170,6 +170,10 @@ static const char *type_name(uint16_t type)
         return "RESET";
     case PROTO_SHUTDOWN:
         return "SHUTDOWN";
+    case PROTO_PARK:
+        return "PARK";
+    case PROTO_PARKED:
+        return "PARKED";
     case PROTO_HELLO:
         return "HELLO";
     case PROTO_LOADED:
@@ -1078,16 +1082,17 @@ static void dispatch(struct sandbox *sb, struct sandbox__frame *f)
     }
     case PROTO_LOADED:
     case PROTO_FORKED:
-    case PROTO_RESET_DONE: {
+    case PROTO_RESET_DONE:
+    case PROTO_PARKED: {
         /* Answers: valid only as the answer something waits for. */
         int r;
         struct proto_loaded lm;
         struct proto_forked fm;
-        struct proto_reset_done rm;
+        struct proto_done rm;
         if (h->type == PROTO_LOADED)
             r = proto_loaded_decode(p, h->len, &lm);
-        else if (h->type == PROTO_RESET_DONE)
-            r = proto_reset_done_decode(p, h->len, &rm);
+        else if (h->type == PROTO_RESET_DONE || h->type == PROTO_PARKED)
+            r = proto_done_decode(p, h->len, &rm);
         else
             r = proto_forked_decode(p, h->len, &fm);
         if (r < 0) {
@@ -1429,6 +1434,7 @@ struct step {
     sandbox__status_cb cb;
     sandbox__forked_cb forked_cb;
     void *data;
+    const char *what; /* step_send: the step's name for errors */
 };
 
 static struct step *step_new(sandbox__status_cb cb, sandbox__forked_cb forked_cb, void *data)
@@ -1438,6 +1444,7 @@ static struct step *step_new(sandbox__status_cb cb, sandbox__forked_cb forked_cb
         s->cb = cb;
         s->forked_cb = forked_cb;
         s->data = data;
+        s->what = "";
     }
     return s;
 }
@@ -1644,50 +1651,69 @@ int sandbox__fork_send(struct sandbox *zygote, int *fds, int n_fds, sandbox__for
     return 0;
 }
 
-static void on_reset_done(struct sandbox *sb, int status, struct sandbox__frame *f, void *data)
+static void on_step_done(struct sandbox *sb, int status, struct sandbox__frame *f, void *data)
 {
     struct step *s = data;
     sandbox__status_cb cb = s->cb;
     void *d = s->data;
+    const char *what = s->what;
     free(s);
     if (status == 0) {
-        struct proto_reset_done m;
-        proto_reset_done_decode(f->payload, f->hdr.len, &m); /* validated by dispatch */
+        struct proto_done m;
+        proto_done_decode(f->payload, f->hdr.len, &m); /* validated by dispatch */
         if (m.status != 0) {
-            sandbox__set_error(sb, "reset failed: %s", strerror((int)m.status));
+            sandbox__set_error(sb, "%s failed: %s", what, strerror((int)m.status));
             status = (m.status < 4096) ? -(int)m.status : -EPROTO;
         }
     }
     cb(sb, status, d);
 }
 
-int sandbox__reset_send(struct sandbox *sb, sandbox__status_cb cb, void *data)
+/* Send an empty frame of @type with @fds (taken) and wait for @reply, whose
+ * payload is a struct proto_done. */
+static int step_send(struct sandbox *sb, uint16_t type, uint16_t reply, const char *what, int *fds,
+                     int n_fds, sandbox__status_cb cb, void *data)
 {
     struct step *s = step_new(cb, NULL, data);
-    if (!s)
-        return -ENOMEM;
     struct sandbox__wait *w;
-    int r = expect(sb, PROTO_RESET_DONE, SANDBOX__ANY_ID, SANDBOX_STEP_TIMEOUT_MS, on_reset_done, s,
-                   &w);
+    int r = s ? expect(sb, reply, SANDBOX__ANY_ID, SANDBOX_STEP_TIMEOUT_MS, on_step_done, s, &w)
+              : -ENOMEM;
     if (r < 0) {
+        for (int i = 0; i < n_fds; i++)
+            close(fds[i]);
         free(s);
         return r;
     }
+    s->what = what;
     struct proto_buf b;
     proto_buf_init(&b);
-    r = proto_buf_begin(&b, PROTO_RESET, 0);
+    r = proto_buf_begin(&b, type, 0);
     if (r == 0)
         r = proto_buf_finish(&b);
-    if (r == 0)
-        r = sandbox__send(sb, &b, NULL, 0);
-    else
+    if (r == 0) {
+        r = sandbox__send(sb, &b, fds, n_fds);
+    } else {
+        for (int i = 0; i < n_fds; i++)
+            close(fds[i]);
         proto_buf_free(&b);
+    }
     if (r < 0) {
         unexpect(sb, w);
         free(s);
         return r;
     }
     return 0;
+}
+
+int sandbox__reset_send(struct sandbox *sb, sandbox__status_cb cb, void *data)
+{
+    return step_send(sb, PROTO_RESET, PROTO_RESET_DONE, "reset", NULL, 0, cb, data);
+}
+
+int sandbox__park_send(struct sandbox *zygote, int *fds, int n_fds, sandbox__status_cb cb,
+                       void *data)
+{
+    return step_send(zygote, PROTO_PARK, PROTO_PARKED, "park", fds, n_fds, cb, data);
 }
 
 /* ---- calls ---- */
@@ -1809,7 +1835,8 @@ static void on_op_done(struct sandbox *sb, int status, void *unused)
             sb->role = SANDBOX_ROLE_INSTANCE;
         sb->last_error[0] = '\0';
         struct sandbox_stats st;
-        if (sb->ops->stats && sb->ops->stats(sb, &st) == 0) {
+        bool known = op == SANDBOX__OP_FORK && sb->have_oom_base; /* set by the backend */
+        if (!known && sb->ops->stats && sb->ops->stats(sb, &st) == 0) {
             sb->oom_base = st.oom_kills;
             sb->have_oom_base = true;
         }

@@ -241,7 +241,8 @@ struct sandbox {
     char crash_detail[256]; /* from a PROTO_FAILED(CRASH) */
     char last_error[256];   /* sandbox_last_error */
     uint64_t oom_base;      /* oom_kills when the sandbox last became ready */
-    bool have_oom_base;
+    bool have_oom_base;     /* (a backend that knows, e.g. a fork into a new
+                               cgroup, sets it and saves the core a read) */
 
     TAILQ_HEAD(, sandbox__inflight) calls;
     uint32_t n_calls;
@@ -338,6 +339,14 @@ int sandbox__fork_send(struct sandbox *zygote, int *fds, int n_fds, sandbox__for
  * ends with -status (or -EPROTO).
  */
 int sandbox__reset_send(struct sandbox *sb, sandbox__status_cb cb, void *data);
+
+/**
+ * Send PROTO_PARK with @fds (the cgroup.procs files the zygote moves itself
+ * into; taken, also on failure) and wait SANDBOX_STEP_TIMEOUT_MS for
+ * PROTO_PARKED. A PARKED status != 0 ends with -status. One at a time.
+ */
+int sandbox__park_send(struct sandbox *zygote, int *fds, int n_fds, sandbox__status_cb cb,
+                       void *data);
 
 /**
  * Kill @sb's process (SIGKILL through the pidfd) because of @detail: every

@@ -3,7 +3,9 @@
  * Started by the container backend as pid 1 of fresh namespaces with the
  * channel on fd 3. As a stem cell it says HELLO and waits for LOAD; once
  * loaded it is a zygote: it serves no calls, it forks an instance per FORK
- * (instance.c) and tells emberd when one dies (EXITED). Being pid 1 it also
+ * (instance.c) and tells emberd when one dies (EXITED). Between forks it
+ * waits in the next instance's cgroup (PARK), so that a child is born in
+ * its own group. Being pid 1 it also
  * reaps whatever gets orphaned inside the sandbox. A LOAD with "serve"
  * makes it an instance itself instead (a function's first one).
  *
@@ -191,9 +193,27 @@ static void do_fork(uint32_t id, int *fds, int n_fds)
     agent__log_spare_make();
 }
 
+/* Move into the group whose cgroup.procs files are @fds: the next FORK's
+ * child is born there and moves nowhere, and the zygote leaves the group of
+ * the child it forked last. */
+static void do_park(uint32_t id, int *fds, int n_fds)
+{
+    uint64_t t0 = ember_now_ns();
+    uint32_t err = role == ROLE_ZYGOTE && n_fds > 0 ? 0 : EINVAL;
+    for (int i = 0; err == 0 && i < n_fds; i++)
+        if (write(fds[i], "0", 1) != 1)
+            err = (uint32_t)errno;
+    close_fds(fds, n_fds);
+    uint64_t ns = ember_now_ns() - t0;
+    agent__send_status(PROTO_PARKED, id, err, NULL, NULL, &ns, NULL, 0);
+}
+
 static void on_frame(const struct proto_hdr *h, uint8_t *payload, int *fds, int n_fds)
 {
     switch (h->type) {
+    case PROTO_PARK:
+        do_park(h->id, fds, n_fds);
+        return;
     case PROTO_LOAD:
         do_load(h->id, payload, h->len, fds, n_fds);
         return;

@@ -72,6 +72,20 @@ struct container_sb {
     struct container_limits next_lim;
     struct ember_error next_err;
     int next_result;
+
+    /* zygote parking: between forks the zygote waits inside the next
+     * instance's group (PROTO_PARK), so that the child is born in it and
+     * moves nowhere; after the fork it parks in the one after. */
+    char park[32];      /* the group of the last PARK sent */
+    bool park_fresh;    /* no child born in it yet: the zygote's to remove */
+    bool park_busy;     /* PARK sent, PARKED not back yet */
+    bool park_broken;   /* a PARK failed: forks leave the zygote alone */
+    char in[128];       /* the group the zygote last said it is in */
+    char deferred[128]; /* a gone child's group the zygote has not left yet */
+
+    /* instance born in its zygote's park: until the zygote says it left
+     * (PARKED), removing the group would kill the zygote */
+    struct sandbox *park_zygote; /* held */
 };
 
 static struct container_sb *csb_new(struct sandbox *sb, sandbox_done_cb cb, void *data)
@@ -94,6 +108,8 @@ static struct container_sb *csb_new(struct sandbox *sb, sandbox_done_cb cb, void
 
 static void csb_free(struct container_sb *cs)
 {
+    if (cs->park_zygote)
+        sandbox__release(cs->park_zygote);
     for (int i = 0; i < cs->n_procs_fds; i++)
         close(cs->procs_fds[i]);
     for (int i = 0; i < cs->n_next_fds; i++)
@@ -133,7 +149,59 @@ static void work_remove(void *ctx)
     struct container_sb *cs = ctx;
     if (cs->next_cgroup[0])
         container_cgroup_remove(cs->host, cs->next_cgroup); /* made ahead, unused */
+    if (cs->park[0] && cs->park_fresh)
+        container_cgroup_remove(cs->host, cs->park); /* the zygote's, no child's */
+    if (cs->deferred[0])
+        container_cgroup_remove(cs->host, cs->deferred);
     cs->result = container_cgroup_remove(cs->host, cs->cgroup);
+}
+
+/* A group removed on its own (a zygote leaving a gone child's group). */
+struct remove_job {
+    struct container_host *host;
+    char cgroup[128];
+};
+
+static void work_remove_job(void *ctx)
+{
+    struct remove_job *j = ctx;
+    int r = container_cgroup_remove(j->host, j->cgroup);
+    if (r < 0 && r != -ENOENT)
+        log_warn("container: removing cgroup %s: %s", j->cgroup, strerror(-r));
+}
+
+static void after_remove_job(struct sandbox *sb, void *ctx)
+{
+    free(ctx);
+}
+
+static void remove_later(struct sandbox *sb, struct container_host *host, const char *cgroup)
+{
+    struct remove_job *j = calloc(1, sizeof(*j));
+    if (j) {
+        j->host = host;
+        snprintf(j->cgroup, sizeof(j->cgroup), "%s", cgroup);
+        if (sandbox__queue_work(sb, work_remove_job, after_remove_job, j) == 0)
+            return;
+    }
+    free(j);
+    log_warn("container: cgroup %s left behind", cgroup);
+}
+
+/* An instance born in its zygote's park goes while the zygote may still be
+ * in its group: the zygote takes the group and removes it once it has left
+ * (PARKED), or when it goes itself. */
+static void hand_group_to_zygote(struct container_sb *cs)
+{
+    struct sandbox *z = cs->park_zygote;
+    cs->park_zygote = NULL;
+    struct container_sb *zs = z->priv;
+    if (cs->have_cgroup && zs && !sandbox__destroyed(z) && strcmp(zs->in, cs->cgroup) == 0 &&
+        !zs->deferred[0]) {
+        snprintf(zs->deferred, sizeof(zs->deferred), "%s", cs->cgroup);
+        cs->have_cgroup = false;
+    }
+    sandbox__release(z);
 }
 
 static void after_remove(struct sandbox *sb, void *ctx)
@@ -153,6 +221,8 @@ static void release(struct sandbox *sb, struct container_sb *cs)
     for (int i = 0; i < cs->n_next_fds; i++)
         close(cs->next_fds[i]);
     cs->n_next_fds = 0;
+    if (cs->park_zygote)
+        hand_group_to_zygote(cs);
     if (cs->have_cgroup && sandbox__queue_work(sb, work_remove, after_remove, cs) == 0)
         return;
     if (cs->have_cgroup)
@@ -270,6 +340,7 @@ static int ct_create(struct sandbox_backend *be, struct sandbox *sb, sandbox_don
 /* ---- specialize: stem cell -> zygote ---- */
 
 static void zygote_prepare_next(struct sandbox *zygote, struct container_sb *zs);
+static void zygote_park(struct sandbox *zygote, struct container_sb *zs);
 
 /* Names of instance cgroups made ahead ("in-<n>"); loop thread only. */
 static uint64_t next_instance_seq(void)
@@ -282,8 +353,13 @@ static void on_loaded(struct sandbox *sb, int status, void *data)
 {
     struct container_sb *cs = data;
     done(sb, cs, status);
-    if (status == 0 && !sb->serves && !sandbox__destroyed(sb) && sb->priv == cs)
-        zygote_prepare_next(sb, cs);
+    if (status == 0 && !sb->serves && !sandbox__destroyed(sb) && sb->priv == cs) {
+        snprintf(cs->in, sizeof(cs->in), "%s", cs->cgroup);
+        if (cs->next_ready)
+            zygote_park(sb, cs); /* in the first instance's group, made ahead */
+        else
+            zygote_prepare_next(sb, cs);
+    }
 }
 
 static void work_specialize(void *ctx)
@@ -389,7 +465,22 @@ static int ct_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sa
 static void on_child_hello(struct sandbox *child, int status, void *data)
 {
     struct container_sb *cs = data;
+    struct sandbox *zygote = child->zygote;
+    if (zygote)
+        sandbox__hold(zygote); /* across the pool's callback */
     done(child, cs, status);
+    /* The zygote's next park is made now, not during the fork: on two cores
+     * the group's making and the zygote's move would slow the child down. */
+    if (zygote) {
+        struct container_sb *zs = zygote->priv;
+        if (zs && !sandbox__destroyed(zygote)) {
+            if (zs->next_ready)
+                zygote_park(zygote, zs);
+            else
+                zygote_prepare_next(zygote, zs);
+        }
+        sandbox__release(zygote);
+    }
 }
 
 /*
@@ -444,6 +535,9 @@ static void on_forked(struct sandbox *zygote, int status, int pidfd, pid_t ns_pi
     }
     child->ns_pid = ns_pid;
     cs->host_pid = pid;
+    /* Every instance's group is new: no OOM kill to count from. */
+    child->oom_base = 0;
+    child->have_oom_base = true;
     /* The instance is not our child: the zygote reaps it and reports its
      * status with PROTO_EXITED. */
     int r = sandbox__attach(child, cs->chan_fd, steal_fd(&fd), pid, 0);
@@ -529,6 +623,51 @@ static void after_prepare_next(struct sandbox *zygote, void *ctx)
         return; /* forks make their own, one step slower */
     }
     zs->next_ready = true;
+    zygote_park(zygote, zs);
+}
+
+static void on_parked(struct sandbox *zygote, int status, void *data)
+{
+    struct container_sb *zs = data;
+    zs->park_busy = false;
+    if (sandbox__destroyed(zygote) || status == -ECHILD)
+        return; /* its release removes what it holds */
+    if (status < 0) {
+        log_warn("sandbox %" PRIu64 ": zygote cannot change cgroup (%s): its instances "
+                 "move themselves from now on",
+                 zs->id, zygote->last_error[0] ? zygote->last_error : strerror(-status));
+        zs->park_broken = true;
+        return;
+    }
+    char left[sizeof(zs->in)];
+    snprintf(left, sizeof(left), "%s", zs->in);
+    snprintf(zs->in, sizeof(zs->in), "%s", zs->park);
+    if (zs->deferred[0] && strcmp(zs->deferred, left) == 0) {
+        remove_later(zygote, zs->host, zs->deferred);
+        zs->deferred[0] = '\0';
+    }
+}
+
+/* Move the zygote into the group made ahead, unless it waits in a fresh one
+ * already. Forks sent after the PARK find it there (frames are read in
+ * order), so nothing waits for PARKED but the removal of the group left. */
+static void zygote_park(struct sandbox *zygote, struct container_sb *zs)
+{
+    if (!zs->next_ready || zs->park_fresh || zs->park_busy || zs->park_broken)
+        return;
+    int fds[CONTAINER_MAX_HIERARCHIES];
+    int n = zs->n_next_fds;
+    memcpy(fds, zs->next_fds, sizeof(fds));
+    zs->n_next_fds = 0;
+    zs->next_ready = false;
+    snprintf(zs->park, sizeof(zs->park), "%s", zs->next_cgroup);
+    zs->next_cgroup[0] = '\0';
+    zs->park_fresh = true; /* unused either way: the zygote's to remove */
+    if (sandbox__park_send(zygote, fds, n, on_parked, zs) < 0) {
+        zs->park_broken = true;
+        return;
+    }
+    zs->park_busy = true;
 }
 
 /* Make the next instance's cgroup ahead, on the pool, off any call's path. */
@@ -552,6 +691,22 @@ static int ct_fork(struct sandbox *zygote, struct sandbox *child, sandbox_done_c
         return -ENOMEM;
     child->priv = cs;
     struct container_sb *zs = zygote->priv;
+    if (zs && zs->park_fresh && !zs->park_broken) {
+        /* The fastest: the zygote waits in a fresh group; the child is
+         * born there and the FORK carries only its channel. */
+        snprintf(cs->cgroup, sizeof(cs->cgroup), "%s", zs->park);
+        int r = send_fork(child, cs);
+        if (r < 0) {
+            child->priv = NULL;
+            csb_free(cs);
+            return r; /* the group is still the zygote's, unused */
+        }
+        zs->park_fresh = false;
+        cs->have_cgroup = true;
+        cs->park_zygote = zygote;
+        sandbox__hold(zygote);
+        return 0; /* the next park is made after this instance's HELLO */
+    }
     if (zs && zs->next_ready) {
         /* The fast path: the group is there; fork now, make the next one. */
         snprintf(cs->cgroup, sizeof(cs->cgroup), "%s", zs->next_cgroup);

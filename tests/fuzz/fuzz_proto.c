@@ -123,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct proto_failed fa;
         struct proto_forked fo;
         struct proto_exited ex;
-        struct proto_reset_done rd;
+        struct proto_done rd;
         struct proto_log lg;
         if (proto_loaded_decode(data, h.len, &lo) == 0)
             assert(lo.message.len <= h.len);
@@ -131,7 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             assert(fa.message.len <= h.len);
         (void)proto_forked_decode(data, h.len, &fo);
         (void)proto_exited_decode(data, h.len, &ex);
-        (void)proto_reset_done_decode(data, h.len, &rd);
+        (void)proto_done_decode(data, h.len, &rd);
         if (proto_log_decode(data, h.len, &lg) == 0)
             assert(lg.len <= PROTO_LOG_LINE_MAX && (lg.stream == 1 || lg.stream == 2));
         data += h.len;

@@ -307,3 +307,36 @@ Test(container_backend, specialized_to_serve)
     cr_assert_eq(sandbox_fork(sb, &child, on_done, &d), -EINVAL);
     sandbox_destroy(sb);
 }
+
+/* Fork, call and destroy, several times in a row, each instance destroyed
+ * at once: each is born in the group the zygote was waiting in, so its
+ * group must outlive it until the zygote has moved on. Were it removed
+ * earlier, the removal would kill the zygote with it. */
+Test(container_backend, instances_born_in_the_zygotes_group)
+{
+    struct sandbox *z = specialized(64, false);
+    struct exit_rec zx = {0};
+    struct sandbox_events zev = {.on_exit = on_exit_ev, .data = &zx};
+    sandbox_set_events(z, &zev);
+    for (uint32_t i = 1; i <= 6; i++) {
+        struct sandbox *in;
+        struct done_rec d = {0};
+        cr_assert_eq(sandbox_fork(z, &in, on_done, &d), 0, "fork %u", i);
+        cr_assert(spin(&d.count, 1, 30000));
+        cr_assert_eq(d.status, 0, "fork %u: %s", i, sandbox_last_error(in));
+        struct sandbox_stats st;
+        cr_assert_eq(sandbox_stats(in, &st), 0);
+        cr_assert_eq(st.memory_limit, 64ull << 20, "instance %u has its own limit", i);
+        if (i % 2 == 0) { /* odd ones go before the zygote can have moved on */
+            struct result_rec r = {0};
+            struct sandbox_call call = {.id = i, .method = "GET", .path = "/", .query = ""};
+            cr_assert_eq(sandbox_invoke(in, &call, on_result, &r), 0);
+            cr_assert(spin(&r.count, 1, 20000));
+            cr_assert_eq(r.error, SANDBOX_OK, "call %u: %s", i, r.detail);
+        }
+        sandbox_destroy(in);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        cr_assert_eq(zx.count, 0, "the zygote died after instance %u: %s", i, zx.why);
+    }
+    sandbox_destroy(z);
+}

@@ -41,12 +41,12 @@ Test(proto, hdr_check)
     static const uint16_t ok[] = {PROTO_LOAD,      PROTO_INVOKE, PROTO_FORK,   PROTO_RESET,
                                   PROTO_SHUTDOWN,  PROTO_HELLO,  PROTO_LOADED, PROTO_RESPONSE,
                                   PROTO_FAILED,    PROTO_FORKED, PROTO_LOG,    PROTO_EXITED,
-                                  PROTO_RESET_DONE};
+                                  PROTO_RESET_DONE, PROTO_PARK, PROTO_PARKED};
     for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
         struct proto_hdr h = {.type = ok[i], .len = 10};
         cr_assert_eq(proto_hdr_check(&h), 0, "type %u", ok[i]);
     }
-    static const uint16_t bad[] = {0, 6, 63, 72, 0xffff};
+    static const uint16_t bad[] = {0, 7, 63, 73, 0xffff};
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         struct proto_hdr h = {.type = bad[i]};
         cr_assert_eq(proto_hdr_check(&h), -EBADMSG, "type %u", bad[i]);
