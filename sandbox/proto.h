@@ -41,10 +41,11 @@ enum proto_type {
                            container: fd[0] = detached mount of the package */
     PROTO_INVOKE = 2,   /* payload = request; hdr.id = invocation id */
     PROTO_FORK = 3,     /* zygote: fork an instance; fd[0] = its channel end;
-                           fd[1..] (container) = cgroup.procs of the
-                           instance's cgroup, one per hierarchy, opened by
-                           emberd: the child writes "0" to each (moving
-                           itself in) before its HELLO.
+                           fd[1..] (container, optional) = cgroup.procs of
+                           the instance's cgroup, one per hierarchy, opened
+                           by emberd: the child writes "0" to each (moving
+                           itself in) before its HELLO; without them it
+                           stays where it is born (see PROTO_PARK).
                            hdr.id = emberd's tag echoed in PROTO_FORKED */
     PROTO_RESET = 4,    /* return to the post-init snapshot (microVM) */
     PROTO_SHUTDOWN = 5, /* exit cleanly */

@@ -8,9 +8,12 @@
  *   specialize  cgroup limits + package mount (pool) -> LOAD(mount fd) -> LOADED;
  *               with spec->serve the agent then serves calls itself (a
  *               function's first instance: no fork on its path)
- *   fork        cgroup prepare (pool) -> socketpair -> FORK(child end, the
- *               group's cgroup.procs) on the zygote -> FORKED(pidfd) ->
- *               attach -> HELLO from the child, which moved itself in
+ *   fork        socketpair -> FORK(child end) on the zygote, which waits
+ *               ("parks") in the group made for this instance, so the
+ *               child is born there -> FORKED(pidfd) -> attach -> HELLO;
+ *               then the next group is made (pool) and PARK moves the
+ *               zygote into it. Without a fresh park (a burst): FORK also
+ *               carries a group's cgroup.procs and the child moves itself.
  *   destroy     (the core has killed it) -> cgroup removal (pool) -> free
  *
  * An instance lives in its zygote's pid namespace, of which the zygote is
