@@ -26,6 +26,7 @@
 #define MB (1024ull * 1024ull)
 
 static void pool_kick(struct pool *p);
+static void on_rescan(uv_timer_t *t);
 static void dispatch_fn(struct pool *p, struct pool_fn *fn);
 static void call_finish_error(struct pool_call *c, int http_status, enum sandbox_error err,
                               const char *error_name, const char *detail);
@@ -782,6 +783,16 @@ static void call_complete(struct pool_call *c, struct pool_result *res)
     if (fn) {
         fn->calls++;
         fn->last_used_ns = now;
+        if (res->acquired && c->acquire == POOL_ACQUIRE_WARM) {
+            /* Warm calls only: a new instance's first call also pays for
+             * its first touch of everything. 1/8 weight, and a sample
+             * counts for at most 4 times the average: a few calls move it,
+             * one outlier (a preempted call) does not. */
+            uint64_t e = fn->run_ewma_ns, s = res->run_ns;
+            if (e && s > 4 * e)
+                s = 4 * e;
+            fn->run_ewma_ns = e ? e - e / 8 + s / 8 : s;
+        }
         if (res->acquired) {
             fn->acquired[c->acquire]++;
             pool__hist_add(&fn->acquire_hist, res->acquire_ns);
@@ -915,6 +926,42 @@ static struct pool_sb *find_warm(struct pool_fn *fn)
     return best;
 }
 
+/*
+ * All instances are busy: is waiting for one cheaper than a new instance?
+ * A call queued behind calls that run ~30 us is served before a fork would
+ * be done, and on few cores every extra instance costs the others a
+ * wake-up per call. So the call waits if the instances should get to it
+ * (the calls queued ahead, spread over the busy instances, at the
+ * function's recent run time) within POOL_SCALE_OUT_WAIT_US. A call that
+ * has waited POOL_SCALE_OUT_STUCK times that (the estimate was wrong: an
+ * instance is stuck in a long call) no longer waits: on_rescan places it.
+ */
+static bool worth_waiting(struct pool *p, struct pool_fn *fn, struct pool_call *c)
+{
+    uint64_t limit = POOL_SCALE_OUT_WAIT_US * 1000ull;
+    if (fn->run_ewma_ns == 0 || fn->rec->manifest.fresh_per_call ||
+        fn->queue_len >= pool__fn_queue_length(p, fn))
+        return false; /* (a full queue would turn the wait into a 429) */
+    /* Instances being made count: they serve the queue once up. */
+    uint64_t busy = 0;
+    struct list *pos;
+    for (pos = fn->instances.next; pos != &fn->instances; pos = pos->next) {
+        struct pool_sb *inst = list_entry(pos, struct pool_sb, link);
+        if (inst->rec == fn->rec && !inst->retiring &&
+            (inst->state == PSB_BUSY || inst->state == PSB_STARTING))
+            busy++;
+    }
+    if (busy == 0 || ember_now_ns() - c->t_arrive >= POOL_SCALE_OUT_STUCK * limit)
+        return false;
+    uint64_t wait = (fn->queue_len + 1) * fn->run_ewma_ns / (busy * fn_capacity(fn));
+    if (wait >= limit)
+        return false;
+    if (!uv_is_active((uv_handle_t *)&p->rescan))
+        uv_timer_start(&p->rescan, on_rescan,
+                       POOL_SCALE_OUT_STUCK * POOL_SCALE_OUT_WAIT_US / 1000 + 1, 0);
+    return true;
+}
+
 /* Try to place @c now: warm instance, or a new one. Returns false if it has
  * to wait. */
 static bool call_place(struct pool *p, struct pool_fn *fn, struct pool_call *c)
@@ -925,6 +972,8 @@ static bool call_place(struct pool *p, struct pool_fn *fn, struct pool_call *c)
         instance_run(warm, c);
         return true;
     }
+    if (worth_waiting(p, fn, c))
+        return false;
     if (fn->n_instances >= pool__fn_max_instances(p, fn))
         return false;
     if (!make_room(p, fn_memory(fn->rec)))
@@ -1157,6 +1206,21 @@ static void on_sweep(uv_timer_t *t)
     pool_kick(p);
 }
 
+/* Place what the queues hold; with @zygotes also make the zygotes that
+ * functions want. */
+static void dispatch_all(struct pool *p, bool zygotes)
+{
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &p->functions)
+    {
+        struct pool_fn *fn = list_entry(pos, struct pool_fn, link);
+        if (!list_empty(&fn->queue))
+            dispatch_fn(p, fn);
+        if (zygotes && fn->want_zygote)
+            zygote_background(p, fn);
+    }
+}
+
 static void on_kick(uv_idle_t *h)
 {
     struct pool *p = h->data;
@@ -1164,16 +1228,17 @@ static void on_kick(uv_idle_t *h)
     p->kick_pending = false;
     if (p->draining)
         return;
-    struct list *pos, *tmp;
-    list_foreach_safe(pos, tmp, &p->functions)
-    {
-        struct pool_fn *fn = list_entry(pos, struct pool_fn, link);
-        if (!list_empty(&fn->queue))
-            dispatch_fn(p, fn);
-        if (fn->want_zygote)
-            zygote_background(p, fn);
-    }
+    dispatch_all(p, true);
     stems_refill(p);
+}
+
+/* Calls that chose to wait for a busy instance: those that waited too long
+ * are placed now (worth_waiting says no to them). */
+static void on_rescan(uv_timer_t *t)
+{
+    struct pool *p = t->data;
+    if (!p->draining)
+        dispatch_all(p, false);
 }
 
 static void pool_kick(struct pool *p)
@@ -1212,6 +1277,8 @@ int pool_open(const struct pool_config *cfg, struct pool **out, struct ember_err
     list_init(&p->idle_lru);
     uv_timer_init(p->loop, &p->sweep);
     p->sweep.data = p;
+    uv_timer_init(p->loop, &p->rescan);
+    p->rescan.data = p;
     uv_idle_init(p->loop, &p->kick);
     p->kick.data = p;
     uv_timer_start(&p->sweep, on_sweep, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
@@ -1233,7 +1300,7 @@ static void on_pool_handle_closed(uv_handle_t *h)
 {
     struct pool *p = h->data;
     if (--p->closing > 0)
-        return; /* the other handle's callback frees */
+        return; /* the last handle's callback frees */
     void (*done)(void *) = p->drain_done;
     void *data = p->drain_data;
     struct list *pos, *tmp;
@@ -1250,8 +1317,9 @@ static void maybe_drain_done(struct pool *p)
 {
     if (!p->draining || p->live_sandboxes > 0 || uv_is_closing((uv_handle_t *)&p->kick))
         return;
-    p->closing = 2;
+    p->closing = 3;
     uv_close((uv_handle_t *)&p->sweep, on_pool_handle_closed);
+    uv_close((uv_handle_t *)&p->rescan, on_pool_handle_closed);
     uv_close((uv_handle_t *)&p->kick, on_pool_handle_closed);
 }
 

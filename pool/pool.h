@@ -41,6 +41,10 @@ struct pool_ticket;
 #define POOL_QUEUE_TIMEOUT_MS_DEFAULT 10000 /* "queue_timeout_ms" */
 /* "memory_budget_mb": default half of the host's physical memory. */
 #define POOL_STEM_MEMORY_MB_DEFAULT 64     /* charge of a stem cell */
+#define POOL_SCALE_OUT_WAIT_US 500      /* a call waits for a busy instance rather
+                                           than make one if it should be served
+                                           within this (pool.c worth_waiting) */
+#define POOL_SCALE_OUT_STUCK 4          /* ...but not past this many times that */
 #define POOL_REFILL_DEFER_MAX_MS 20        /* longest a stem refill yields to acquisitions */
 #define POOL_STEM_STARTS_MAX 2             /* stem cells being made at once, per backend
                                               (2 cores: more did not raise the rate) */

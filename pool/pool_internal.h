@@ -99,6 +99,7 @@ struct pool_fn {
     uint32_t queue_len;
     bool removed;
     bool snapshot_ready;             /* microVM: a specialize of this version worked */
+    uint64_t run_ewma_ns;            /* recent run time of its calls */
     bool want_zygote;                /* container: the first instance served by
                                         itself; make the zygote off its path */
     uint64_t last_used_ns;
@@ -147,6 +148,7 @@ struct pool {
 
     uv_timer_t sweep;
     uv_idle_t kick;
+    uv_timer_t rescan;               /* queued calls that chose to wait */
     bool kick_pending;
     bool draining;
     void (*drain_done)(void *);

@@ -42,6 +42,13 @@ static void deploy(const char *name, const char *so, const char *extra)
     cr_assert(status == 201 || status == 200, "deploy %s: %d", name, status);
 }
 
+/* GET @target, which must answer 200; the caller frees @r. */
+static void get_ok(const char *target, struct resp *r)
+{
+    cr_assert_eq(http_call(d.port, "GET", target, NULL, NULL, 0, r), 0);
+    cr_assert_eq(r->status, 200, "%s: %s", target, r->body);
+}
+
 static int patch(const char *json, struct resp *r)
 {
     cr_assert_eq(http_call(d.port, "PATCH", "/v1/pool", NULL, json, strlen(json), r), 0);
@@ -153,8 +160,7 @@ Test(pool, scale_out_forks_from_the_zygote)
 {
     deploy("slow", "t_sleep.so", NULL);
     struct resp r;
-    cr_assert_eq(http_call(d.port, "GET", "/fn/slow?ms=1", NULL, NULL, 0, &r), 0);
-    cr_assert_eq(r.status, 200, "%s", r.body);
+    get_ok("/fn/slow?ms=1", &r);
     /* The first instance is the specialized sandbox itself, no fork... */
     char *first = acquire_of(&r);
     cr_expect(strcmp(first, "stem") == 0 || strcmp(first, "cold") == 0, "first call: %s", first);
@@ -179,6 +185,59 @@ Test(pool, scale_out_forks_from_the_zygote)
             zygote++;
     }
     cr_expect_geq(zygote, 2, "concurrent calls past the warm instance fork from the zygote");
+}
+
+struct burst {
+    const char *target;
+    int calls, ok;
+};
+
+static void *burst_caller(void *arg)
+{
+    struct burst *b = arg;
+    for (int i = 0; i < b->calls; i++) {
+        struct resp r;
+        if (http_call(d.port, "GET", b->target, NULL, NULL, 0, &r) == 0 && r.status == 200)
+            b->ok++;
+        resp_free(&r);
+    }
+    return NULL;
+}
+
+/* Calls that run for microseconds: a caller that finds every instance busy
+ * waits for one (POOL_SCALE_OUT_WAIT_US) rather than make a new one per
+ * concurrent caller, and every call is served. */
+Test(pool, short_calls_wait_rather_than_scale_out)
+{
+    deploy("quick", "t_echo.so", NULL);
+    for (int i = 0; i < 40; i++) { /* the pool learns how long a call runs */
+        struct resp r;
+        get_ok("/fn/quick", &r);
+        resp_free(&r);
+    }
+
+    enum { CALLERS = 8, CALLS = 25 };
+    pthread_t th[CALLERS];
+    struct burst b[CALLERS];
+    for (int i = 0; i < CALLERS; i++) {
+        b[i] = (struct burst){.target = "/fn/quick", .calls = CALLS};
+        pthread_create(&th[i], NULL, burst_caller, &b[i]);
+    }
+    for (int i = 0; i < CALLERS; i++) {
+        pthread_join(th[i], NULL);
+        cr_expect_eq(b[i].ok, CALLS, "caller %d: %d of %d calls served", i, b[i].ok, CALLS);
+    }
+    json_t *j = get_json("/v1/functions/quick");
+    json_t *acq = json_object_get(json_object_get(j, "stats"), "acquired");
+    double run_p50 = json_real_value(json_object_get(
+        json_object_get(json_object_get(j, "stats"), "run_latency"), "p50_ms"));
+    json_int_t made = 0;
+    const char *kinds[] = {"zygote", "stem", "snapshot", "cold"};
+    for (size_t i = 0; i < 4; i++)
+        made += json_integer_value(json_object_get(acq, kinds[i]));
+    json_decref(j);
+    cr_expect_lt(made, CALLERS, "%lld instances made for %d concurrent callers (run p50 %.3f ms)",
+                 (long long)made, CALLERS, run_p50);
 }
 
 Test(pool, fresh_per_call_keeps_no_state)
