@@ -310,15 +310,37 @@ static void close_fds(int *fds, int *n)
 /* Read exactly @len bytes, collecting any SCM_RIGHTS fds into @fds. Reads
  * never go past @len, so fds that arrive belong to this frame. -ECONNRESET
  * on EOF, -EBADMSG if the peer sent more fds than fit. */
-static int recv_exact(int sock, void *buf, size_t len, int *fds, int *n_fds)
+bool proto_cmsg_fds(const struct msghdr *msg, int *fds, int *n_fds, int max)
 {
-    uint8_t *p = buf;
-    while (len > 0) {
+    bool overflow = (msg->msg_flags & MSG_CTRUNC) != 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (*n_fds < max) {
+                fds[(*n_fds)++] = fd;
+            } else {
+                close(fd);
+                overflow = true;
+            }
+        }
+    }
+    return overflow;
+}
+
+/* One blocking recvmsg into @buf: bytes read (> 0), -ECONNRESET at EOF, or
+ * -errno. Received fds are appended to @fds (-EBADMSG past PROTO_MAX_FDS). */
+static ssize_t recv_some(int sock, void *buf, size_t len, int *fds, int *n_fds)
+{
+    for (;;) {
         union {
             struct cmsghdr align;
             char buf[CMSG_SPACE(sizeof(int) * PROTO_MAX_FDS)];
         } ctl;
-        struct iovec iov = {.iov_base = p, .iov_len = len};
+        struct iovec iov = {.iov_base = buf, .iov_len = len};
         struct msghdr msg = {.msg_iov = &iov,
                              .msg_iovlen = 1,
                              .msg_control = ctl.buf,
@@ -329,26 +351,19 @@ static int recv_exact(int sock, void *buf, size_t len, int *fds, int *n_fds)
                 continue;
             return -errno;
         }
-        bool overflow = (msg.msg_flags & MSG_CTRUNC) != 0;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                continue;
-            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; i++) {
-                int got;
-                memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                if (*n_fds < PROTO_MAX_FDS) {
-                    fds[(*n_fds)++] = got;
-                } else {
-                    close(got);
-                    overflow = true;
-                }
-            }
-        }
-        if (overflow)
+        if (proto_cmsg_fds(&msg, fds, n_fds, PROTO_MAX_FDS))
             return -EBADMSG;
-        if (n == 0)
-            return -ECONNRESET;
+        return n == 0 ? -ECONNRESET : n;
+    }
+}
+
+static int recv_exact(int sock, void *buf, size_t len, int *fds, int *n_fds)
+{
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = recv_some(sock, p, len, fds, n_fds);
+        if (n < 0)
+            return (int)n;
         p += n;
         len -= (size_t)n;
     }
@@ -396,6 +411,61 @@ int proto_recv_frame(int fd, struct proto_hdr *h, uint8_t **payload, int *fds, i
 err_fds:
     close_fds(got_fds, &n_got);
     return r;
+}
+
+bool proto_rxbuf_has_frame(const struct proto_rxbuf *rb)
+{
+    size_t have = rb->end - rb->start;
+    if (have < PROTO_HDR_SIZE)
+        return false;
+    struct proto_hdr h;
+    memcpy(&h, rb->data + rb->start, PROTO_HDR_SIZE);
+    return have - PROTO_HDR_SIZE >= h.len;
+}
+
+int proto_recv_frame_buffered(int fd, struct proto_rxbuf *rb, struct proto_hdr *h,
+                              uint8_t **payload)
+{
+    int fds[PROTO_MAX_FDS];
+    int n_fds = 0, r = 0;
+    *payload = NULL;
+    while (rb->end - rb->start < PROTO_HDR_SIZE) {
+        if (rb->start > 0) {
+            memmove(rb->data, rb->data + rb->start, rb->end - rb->start);
+            rb->end -= rb->start;
+            rb->start = 0;
+        }
+        ssize_t n = recv_some(fd, rb->data + rb->end, sizeof(rb->data) - rb->end, fds, &n_fds);
+        close_fds(fds, &n_fds); /* this channel carries none */
+        if (n < 0)
+            return (int)n;
+        rb->end += (size_t)n;
+    }
+    memcpy(h, rb->data + rb->start, PROTO_HDR_SIZE);
+    r = proto_hdr_check(h);
+    if (r < 0)
+        return r;
+    rb->start += PROTO_HDR_SIZE;
+    uint8_t *buf = malloc(h->len ? h->len : 1);
+    if (!buf)
+        return -ENOMEM;
+    size_t have = rb->end - rb->start;
+    if (have > h->len)
+        have = h->len;
+    memcpy(buf, rb->data + rb->start, have);
+    rb->start += have;
+    if (rb->start == rb->end)
+        rb->start = rb->end = 0;
+    /* The rest of a big payload goes straight to its place. */
+    if (have < h->len)
+        r = recv_exact(fd, buf + have, h->len - have, fds, &n_fds);
+    close_fds(fds, &n_fds);
+    if (r < 0) {
+        free(buf);
+        return r;
+    }
+    *payload = buf;
+    return 0;
 }
 
 /* ---- the small sandbox -> emberd payloads (proto.h) ---- */

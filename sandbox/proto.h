@@ -214,6 +214,25 @@ bool proto_header_valid(const struct proto_pair *h);
 int proto_send_frame(int fd, const struct proto_buf *frame, const int *fds, int n_fds);
 int proto_recv_frame(int fd, struct proto_hdr *h, uint8_t **payload, int *fds, int *n_fds);
 
+struct msghdr;
+/** Append the SCM_RIGHTS fds of a received @msg to @fds (*@n_fds of @max
+ *  used); those past @max are closed. True if any were closed or the
+ *  control data was cut (MSG_CTRUNC): the sender broke the protocol. */
+bool proto_cmsg_fds(const struct msghdr *msg, int *fds, int *n_fds, int max);
+
+/** Bytes read ahead from a channel that carries no fds (an instance's): a
+ *  frame and what follows come in one recvmsg instead of two. */
+#define PROTO_RXBUF_SIZE (16u << 10)
+struct proto_rxbuf {
+    uint8_t data[PROTO_RXBUF_SIZE];
+    size_t start, end;
+};
+/** proto_recv_frame through @rb; fds that arrive are closed. */
+int proto_recv_frame_buffered(int fd, struct proto_rxbuf *rb, struct proto_hdr *h,
+                              uint8_t **payload);
+/** Is a whole frame read ahead (poll() would not say so)? */
+bool proto_rxbuf_has_frame(const struct proto_rxbuf *rb);
+
 /** Does @s equal the C string @c? */
 int proto_str_eq(struct proto_str s, const char *c);
 

@@ -1119,13 +1119,119 @@ static void dispatch(struct sandbox *sb, struct sandbox__frame *f)
     }
 }
 
+/* A header from the sandbox: false (and the sandbox killed) if it is bad. */
+static bool hdr_ok(struct sandbox *sb, const struct proto_hdr *h)
+{
+    int r = proto_hdr_check(h);
+    if (r == -EMSGSIZE) {
+        bad_frame(sb, "%s of %" PRIu32 " bytes is over the limit of %u", type_name(h->type),
+                  h->len, PROTO_MAX_PAYLOAD);
+        return false;
+    }
+    if (r < 0) {
+        if (h->flags)
+            bad_frame(sb, "%s with flags 0x%x", type_name(h->type), h->flags);
+        else
+            bad_frame(sb, "unknown type %u", h->type);
+        return false;
+    }
+    return true;
+}
+
+#define READ_AHEAD (16u << 10)
+
+/*
+ * An instance's channel carries no fds, so its reads need not stop at the
+ * frame being assembled: one recvmsg takes a RESPONSE whole (and whatever
+ * follows), where header and payload would take two, plus the one that
+ * finds the socket empty. Whole frames are dispatched from the buffer; a
+ * partial one goes to the rx state for read_frames to finish. Returns bytes
+ * read (0: would block), or -errno when the channel is lost. *@drained: the
+ * read came back short, so the socket was empty.
+ */
+static ssize_t read_ahead(struct sandbox *sb, bool *drained)
+{
+    uint8_t buf[READ_AHEAD];
+    union {
+        struct cmsghdr align;
+        char b[CMSG_SPACE(sizeof(int) * PROTO_MAX_FDS)];
+    } ctl;
+    struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof(ctl.b)};
+    ssize_t n;
+    do
+        n = recvmsg(sb->chan_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    int none = 0;
+    if (proto_cmsg_fds(&msg, NULL, &none, 0)) {
+        bad_frame(sb, "an instance sent file descriptors");
+        return (ssize_t)n;
+    }
+    if (n == 0)
+        return -ECONNRESET;
+    *drained = (size_t)n < sizeof(buf);
+
+    size_t at = 0, len = (size_t)n;
+    while (sb->chan_open && !sb->killed && len - at >= PROTO_HDR_SIZE) {
+        struct sandbox__frame f = {.n_fds = 0};
+        memcpy(&f.hdr, buf + at, PROTO_HDR_SIZE);
+        if (!hdr_ok(sb, &f.hdr))
+            return n;
+        if (len - at - PROTO_HDR_SIZE < f.hdr.len)
+            break;
+        f.payload = buf + at + PROTO_HDR_SIZE;
+        at += PROTO_HDR_SIZE + f.hdr.len;
+        dispatch(sb, &f);
+    }
+    if (!sb->chan_open || sb->killed || at == len)
+        return n;
+    /* The start of a frame: the rest comes through read_frames. */
+    size_t part = len - at;
+    if (part < PROTO_HDR_SIZE) {
+        memcpy(sb->rx_hdr_raw, buf + at, part);
+        sb->rx_hdr_got = part;
+        return n;
+    }
+    memcpy(sb->rx_hdr_raw, buf + at, PROTO_HDR_SIZE);
+    memcpy(&sb->rx_hdr, buf + at, PROTO_HDR_SIZE);
+    sb->rx_hdr_got = PROTO_HDR_SIZE;
+    part -= PROTO_HDR_SIZE;
+    if (part > 0) {
+        uint8_t *p = malloc(part);
+        if (!p) {
+            sandbox__kill(sb, SANDBOX_ERR_INTERNAL, "out of memory reading a frame");
+            return n;
+        }
+        memcpy(p, buf + at + PROTO_HDR_SIZE, part);
+        sb->rx_payload = p;
+        sb->rx_payload_cap = part;
+        sb->rx_payload_got = part;
+    }
+    *drained = false;
+    return n;
+}
+
 /* Read and dispatch frames until the socket is empty or @budget bytes have
  * been read. Reads never cross the frame being assembled, so fds received
- * belong to it. Returns 0 (would block or budget spent) or -errno when the
- * channel is lost (-ECONNRESET on EOF); the caller handles the loss. */
+ * belong to it (an instance's reads do: read_ahead). Returns 0 (would block
+ * or budget spent) or -errno when the channel is lost (-ECONNRESET on EOF);
+ * the caller handles the loss. */
 static int read_frames(struct sandbox *sb, size_t budget)
 {
     while (sb->chan_open && !sb->killed && budget > 0) {
+        if (sb->role == SANDBOX_ROLE_INSTANCE && sb->rx_hdr_got == 0) {
+            bool drained = false;
+            ssize_t n = read_ahead(sb, &drained);
+            if (n <= 0)
+                return (int)n;
+            budget = (size_t)n < budget ? budget - (size_t)n : 0;
+            if (drained)
+                return 0;
+            continue;
+        }
         uint8_t *dst;
         size_t want;
         if (sb->rx_hdr_got < PROTO_HDR_SIZE) {
@@ -1176,23 +1282,7 @@ static int read_frames(struct sandbox *sb, size_t budget)
                     return 0;
                 return -errno;
             }
-            bool too_many = (msg.msg_flags & MSG_CTRUNC) != 0;
-            for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                    continue;
-                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < k; i++) {
-                    int fd;
-                    memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                    if (sb->rx_n_fds < PROTO_MAX_FDS)
-                        sb->rx_fds[sb->rx_n_fds++] = fd;
-                    else {
-                        close(fd);
-                        too_many = true;
-                    }
-                }
-            }
-            if (too_many) {
+            if (proto_cmsg_fds(&msg, sb->rx_fds, &sb->rx_n_fds, PROTO_MAX_FDS)) {
                 bad_frame(sb, "more than %d file descriptors", PROTO_MAX_FDS);
                 return 0;
             }
@@ -1206,20 +1296,8 @@ static int read_frames(struct sandbox *sb, size_t budget)
             if (sb->rx_hdr_got < PROTO_HDR_SIZE)
                 continue;
             memcpy(&sb->rx_hdr, sb->rx_hdr_raw, PROTO_HDR_SIZE);
-            int r = proto_hdr_check(&sb->rx_hdr);
-            if (r == -EMSGSIZE) {
-                bad_frame(sb, "%s of %" PRIu32 " bytes is over the limit of %u",
-                          type_name(sb->rx_hdr.type), sb->rx_hdr.len, PROTO_MAX_PAYLOAD);
+            if (!hdr_ok(sb, &sb->rx_hdr))
                 return 0;
-            }
-            if (r < 0) {
-                if (sb->rx_hdr.flags)
-                    bad_frame(sb, "%s with flags 0x%x", type_name(sb->rx_hdr.type),
-                              sb->rx_hdr.flags);
-                else
-                    bad_frame(sb, "unknown type %u", sb->rx_hdr.type);
-                return 0;
-            }
             sb->rx_payload_got = 0;
             if (sb->rx_hdr.len > 0)
                 continue;

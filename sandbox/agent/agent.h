@@ -162,7 +162,11 @@ int agent__exec_call(const struct agent_fn *fn, uint32_t id, const struct proto_
                      struct proto_buf *out);
 
 /** Read the next frame from the channel (blocking). EOF exits the process
- *  with 0 (emberd let go), a broken channel with 1: there is nobody to tell. */
+ *  with 0 (emberd let go), a broken channel with 1: there is nobody to tell.
+ *  An instance passes no @fds: its channel carries none, and it reads
+ *  ahead (one recvmsg per frame, see agent__frame_ready). */
 void agent__recv_frame(struct proto_hdr *h, uint8_t **payload, int *fds, int *n_fds);
+/** Has an instance a whole frame read ahead? */
+bool agent__frame_ready(void);
 
 #endif

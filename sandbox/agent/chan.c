@@ -277,10 +277,19 @@ void agent__warn(const char *fmt, ...)
     }
 }
 
+static struct proto_rxbuf instance_rx; /* an instance's channel carries no fds */
+
+bool agent__frame_ready(void)
+{
+    return proto_rxbuf_has_frame(&instance_rx);
+}
+
 void agent__recv_frame(struct proto_hdr *h, uint8_t **payload, int *fds, int *n_fds)
 {
-    *n_fds = 0;
-    int r = proto_recv_frame(AGENT_CHAN_FD, h, payload, fds, n_fds);
+    if (n_fds)
+        *n_fds = 0;
+    int r = fds ? proto_recv_frame(AGENT_CHAN_FD, h, payload, fds, n_fds)
+                : proto_recv_frame_buffered(AGENT_CHAN_FD, &instance_rx, h, payload);
     if (r == -ECONNRESET)
         _exit(0); /* emberd closed the channel: nothing left to do */
     if (r < 0) {

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,12 +215,22 @@ static void on_frame(const struct proto_hdr *h, uint8_t **payload, int *fds, int
  * come to it. With calls inline (concurrency 1) nothing of ours is running
  * between calls, so whatever is left to reap is an orphan. With workers an
  * exec handler's child may be waited for meanwhile; orphans then stay
- * zombies until the instance goes, bounded by the pids limit. */
+ * zombies until the instance goes, bounded by the pids limit. SIGCHLD says
+ * when to look, so a call costs no wait4 when nothing died. */
+static volatile sig_atomic_t child_died;
+
+static void on_sigchld(int sig)
+{
+    child_died = 1;
+}
+
 static void reap_orphans(void)
 {
-    if (getpid() == 1)
-        while (waitpid(-1, NULL, WNOHANG) > 0)
-            ;
+    if (!child_died)
+        return;
+    child_died = 0;
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
 }
 
 void agent__instance_run(const struct agent_fn *fn, bool forked)
@@ -230,6 +241,11 @@ void agent__instance_run(const struct agent_fn *fn, bool forked)
     if (pool.max_workers == 0)
         pool.max_workers = 1;
 
+    if (!forked) {
+        struct sigaction sa = {.sa_handler = on_sigchld, .sa_flags = SA_RESTART | SA_NOCLDSTOP};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGCHLD, &sa, NULL);
+    }
     /* Own pipes: the zygote's would mix every instance's output. A
      * sandbox serving itself keeps the ones its LOAD made. */
     int r = forked ? agent__log_redirect() : 0;
@@ -249,16 +265,17 @@ void agent__instance_run(const struct agent_fn *fn, bool forked)
              * channel: wait in recvmsg itself, one system call less. */
             struct proto_hdr h;
             cleanup_free uint8_t *payload = NULL;
-            int fds[PROTO_MAX_FDS], n_fds = 0;
-            agent__recv_frame(&h, &payload, fds, &n_fds);
-            on_frame(&h, &payload, fds, n_fds);
+            agent__recv_frame(&h, &payload, NULL, NULL);
+            on_frame(&h, &payload, NULL, 0);
             reap_orphans();
             continue;
         }
         struct pollfd pfd[3] = {{.fd = AGENT_CHAN_FD, .events = POLLIN}};
         agent__log_fds(&pfd[1].fd, &pfd[2].fd);
         pfd[1].events = pfd[2].events = POLLIN;
-        if (poll(pfd, 3, -1) < 0) {
+        /* A frame read ahead is not in the socket any more: do not sleep. */
+        bool ready = agent__frame_ready();
+        if (poll(pfd, 3, ready ? 0 : -1) < 0) {
             if (errno == EINTR)
                 continue;
             agent__warn("poll: %s", strerror(errno));
@@ -266,13 +283,12 @@ void agent__instance_run(const struct agent_fn *fn, bool forked)
         }
         if ((pfd[1].revents | pfd[2].revents) != 0)
             agent__log_drain(false);
-        if (pfd[0].revents == 0)
+        if (pfd[0].revents == 0 && !ready)
             continue;
 
         struct proto_hdr h;
         cleanup_free uint8_t *payload = NULL;
-        int fds[PROTO_MAX_FDS], n_fds = 0;
-        agent__recv_frame(&h, &payload, fds, &n_fds);
-        on_frame(&h, &payload, fds, n_fds);
+        agent__recv_frame(&h, &payload, NULL, NULL);
+        on_frame(&h, &payload, NULL, 0);
     }
 }

@@ -119,6 +119,33 @@ static void agent_invoke(int chan, const struct proto_hdr *h, const uint8_t *pay
         proto_put_raw(&b, "hello log", 9);
         agent_send(chan, &b, NULL, 0);
         agent_response(chan, h->id, 204, NULL, NULL, "", 0);
+    } else if (strcmp(path, "/dribble") == 0) {
+        /* a LOG and the RESPONSE back to back, written a few bytes at a
+         * time: frames and headers split across emberd's reads */
+        struct proto_buf lb, rb;
+        proto_buf_init(&lb);
+        proto_buf_begin(&lb, PROTO_LOG, 0);
+        proto_put_u32(&lb, 2);
+        proto_put_raw(&lb, "dribbled", 8);
+        proto_buf_finish(&lb);
+        proto_buf_init(&rb);
+        proto_buf_begin(&rb, PROTO_RESPONSE, h->id);
+        proto_put_u32(&rb, 200);
+        proto_put_pairs(&rb, NULL, 0);
+        proto_put_bytes(&rb, "drop by drop", 12);
+        proto_buf_finish(&rb);
+        uint8_t both[256];
+        memcpy(both, lb.data, lb.len);
+        memcpy(both + lb.len, rb.data, rb.len);
+        size_t total = lb.len + rb.len;
+        for (size_t at = 0; at < total; at += 5) {
+            size_t k = total - at < 5 ? total - at : 5;
+            if (write(chan, both + at, k) != (ssize_t)k)
+                _exit(94);
+            usleep(300);
+        }
+        proto_buf_free(&lb);
+        proto_buf_free(&rb);
     } else if (strcmp(path, "/big") == 0) {
         size_t n = 1u << 20;
         char *body = malloc(n);
@@ -695,6 +722,16 @@ Test(sandbox, invoke_round_trip_and_log)
     cr_assert_eq(logs.count, 1);
     cr_assert_eq(logs.stream, 1);
     cr_assert_str_eq(logs.line, "hello log");
+
+    /* frames that arrive in pieces, two in a row */
+    memset(&logs, 0, sizeof(logs));
+    struct result_rec rd = {0};
+    cr_assert_eq(invoke(in, 4, "/dribble", 0, &rd), 0);
+    cr_assert(spin(&rd.count, 1, 5000));
+    cr_assert_eq(rd.error, SANDBOX_OK, "%s", rd.detail);
+    cr_assert_str_eq(rd.body, "drop by drop");
+    cr_assert_eq(logs.count, 1);
+    cr_assert_str_eq(logs.line, "dribbled");
 
     /* a 404 of the function is a result, not an error */
     struct result_rec r3 = {0};
