@@ -120,8 +120,10 @@ static void do_load(uint32_t id, const uint8_t *payload, size_t len, int *fds, i
         agent__log_spare_make(); /* for the first FORK */
 }
 
-/* The child side of FORK: become an instance on channel @chan. */
-__attribute__((noreturn)) static void become_instance(int chan, const int *fds, int n_fds)
+/* The child side of FORK: become an instance on channel @chan. @moved:
+ * closed once the child has left the zygote's group (or -1). */
+__attribute__((noreturn)) static void become_instance(int chan, const int *fds, int n_fds,
+                                                      int moved)
 {
     instance_signals();
     /* Move into the instance's own cgroup first: fds[1..] are its
@@ -133,6 +135,8 @@ __attribute__((noreturn)) static void become_instance(int chan, const int *fds, 
             _exit(71);
         }
     }
+    if (moved >= 0)
+        close(moved);
     /* Replaces (closes) the zygote's channel; CLOEXEC keeps it from exec
      * handlers. */
     if (dup3(chan, AGENT_CHAN_FD, O_CLOEXEC) < 0)
@@ -167,11 +171,32 @@ static void do_fork(uint32_t id, int *fds, int n_fds)
     fflush(stderr);
     agent__log_drain(false);
 
+    /* A child that moves itself (fds[1..]) is born in the zygote's group;
+     * the zygote reads no further frame until it has left, so that a PARK
+     * after this FORK (after which emberd removes the group the zygote
+     * left) cannot find it still there. */
+    int moved[2] = {-1, -1};
+    if (n_fds > 1 && pipe2(moved, O_CLOEXEC) < 0) {
+        int err = errno;
+        close_fds(fds, n_fds);
+        agent__send_status(PROTO_FORKED, id, (uint32_t)err, &(uint32_t){0}, NULL, NULL, NULL, 0);
+        return;
+    }
     pid_t pid = fork();
-    if (pid == 0)
-        become_instance(fds[0], fds, n_fds);
+    if (pid == 0) {
+        if (moved[0] >= 0)
+            close(moved[0]);
+        become_instance(fds[0], fds, n_fds, moved[1]);
+    }
     int err = pid < 0 ? errno : 0;
     close_fds(fds, n_fds);
+    if (moved[0] >= 0) {
+        close(moved[1]);
+        char c;
+        while (pid > 0 && read(moved[0], &c, 1) < 0 && errno == EINTR)
+            ; /* EOF: moved, or gone */
+        close(moved[0]);
+    }
     if (pid < 0) {
         agent__send_status(PROTO_FORKED, id, (uint32_t)err, &(uint32_t){0}, NULL, NULL, NULL, 0);
         return;

@@ -338,5 +338,24 @@ Test(container_backend, instances_born_in_the_zygotes_group)
         uv_run(&loop, UV_RUN_NOWAIT);
         cr_assert_eq(zx.count, 0, "the zygote died after instance %u: %s", i, zx.why);
     }
+    /* A burst: the first child is born in the park, the others move
+     * themselves out of the zygote's group while it parks anew. */
+    enum { BURST = 4 };
+    struct sandbox *in[BURST];
+    struct done_rec d = {0};
+    for (int i = 0; i < BURST; i++)
+        cr_assert_eq(sandbox_fork(z, &in[i], on_done, &d), 0, "fork %d", i);
+    cr_assert(spin(&d.count, BURST, 30000));
+    cr_assert_eq(d.status, 0, "burst: %s", sandbox_last_error(z));
+    for (int i = 0; i < BURST; i++) {
+        struct result_rec r = {0};
+        struct sandbox_call call = {.id = 100 + (uint32_t)i, .method = "GET", .path = "/"};
+        cr_assert_eq(sandbox_invoke(in[i], &call, on_result, &r), 0);
+        cr_assert(spin(&r.count, 1, 20000));
+        cr_assert_eq(r.error, SANDBOX_OK, "burst call %d: %s", i, r.detail);
+        sandbox_destroy(in[i]);
+    }
+    uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(zx.count, 0, "the zygote died after the burst: %s", zx.why);
     sandbox_destroy(z);
 }
