@@ -764,6 +764,35 @@ static int instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *
 
 /* ---- calls ------------------------------------------------------------------ */
 
+/*
+ * What a call costs an instance, for worth_waiting: the fastest warm call
+ * of the last one to two POOL_RUN_WINDOW_MS. A call's run time as emberd
+ * sees it also holds the time the answer waited for the loop, which grows
+ * with the load; an average of it would make the pool add instances just
+ * because it is busy. A new instance's first call (first touch of
+ * everything) only counts while there is nothing else.
+ */
+static void service_sample(struct pool_fn *fn, enum pool_acquire how, uint64_t run_ns,
+                           uint64_t now)
+{
+    bool seed = !fn->run_min_ns[0] && !fn->run_min_ns[1];
+    if (how != POOL_ACQUIRE_WARM && !seed)
+        return;
+    if (now - fn->run_window_start >= POOL_RUN_WINDOW_MS * 1000000ull) {
+        fn->run_min_ns[1] = fn->run_min_ns[0];
+        fn->run_min_ns[0] = 0;
+        fn->run_window_start = now;
+    }
+    if (!fn->run_min_ns[0] || run_ns < fn->run_min_ns[0])
+        fn->run_min_ns[0] = run_ns ? run_ns : 1;
+}
+
+static uint64_t service_ns(const struct pool_fn *fn)
+{
+    uint64_t a = fn->run_min_ns[0], b = fn->run_min_ns[1];
+    return !a ? b : !b ? a : a < b ? a : b;
+}
+
 static void call_complete(struct pool_call *c, struct pool_result *res)
 {
     struct pool *p = c->pool;
@@ -783,15 +812,9 @@ static void call_complete(struct pool_call *c, struct pool_result *res)
     if (fn) {
         fn->calls++;
         fn->last_used_ns = now;
-        if (res->acquired && c->acquire == POOL_ACQUIRE_WARM) {
-            /* Warm calls only: a new instance's first call also pays for
-             * its first touch of everything. 1/8 weight, and a sample
-             * counts for at most 4 times the average: a few calls move it,
-             * one outlier (a preempted call) does not. */
-            uint64_t e = fn->run_ewma_ns, s = res->run_ns;
-            if (e && s > 4 * e)
-                s = 4 * e;
-            fn->run_ewma_ns = e ? e - e / 8 + s / 8 : s;
+        if (res->acquired) {
+            service_sample(fn, c->acquire, res->run_ns, now);
+            fn->last_done_ns = now;
         }
         if (res->acquired) {
             fn->acquired[c->acquire]++;
@@ -931,15 +954,17 @@ static struct pool_sb *find_warm(struct pool_fn *fn)
  * A call queued behind calls that run ~30 us is served before a fork would
  * be done, and on few cores every extra instance costs the others a
  * wake-up per call. So the call waits if the instances should get to it
- * (the calls queued ahead, spread over the busy instances, at the
- * function's recent run time) within POOL_SCALE_OUT_WAIT_US. A call that
- * has waited POOL_SCALE_OUT_STUCK times that (the estimate was wrong: an
- * instance is stuck in a long call) no longer waits: on_rescan places it.
+ * (the calls queued ahead, spread over the busy instances, at what a call
+ * costs one) within POOL_SCALE_OUT_WAIT_US. Once it has waited
+ * POOL_SCALE_OUT_STUCK times that while no instance finished a call for as
+ * long (they are stuck in long calls, not just busy), it waits no more:
+ * on_rescan places it.
  */
 static bool worth_waiting(struct pool *p, struct pool_fn *fn, struct pool_call *c)
 {
     uint64_t limit = POOL_SCALE_OUT_WAIT_US * 1000ull;
-    if (fn->run_ewma_ns == 0 || fn->rec->manifest.fresh_per_call ||
+    uint64_t service = service_ns(fn);
+    if (service == 0 || fn->rec->manifest.fresh_per_call ||
         fn->queue_len >= pool__fn_queue_length(p, fn))
         return false; /* (a full queue would turn the wait into a 429) */
     /* Instances being made count: they serve the queue once up. */
@@ -951,9 +976,10 @@ static bool worth_waiting(struct pool *p, struct pool_fn *fn, struct pool_call *
             (inst->state == PSB_BUSY || inst->state == PSB_STARTING))
             busy++;
     }
-    if (busy == 0 || ember_now_ns() - c->t_arrive >= POOL_SCALE_OUT_STUCK * limit)
+    uint64_t now = ember_now_ns(), stuck = POOL_SCALE_OUT_STUCK * limit;
+    if (busy == 0 || (now - c->t_arrive >= stuck && now - fn->last_done_ns >= stuck))
         return false;
-    uint64_t wait = (fn->queue_len + 1) * fn->run_ewma_ns / (busy * fn_capacity(fn));
+    uint64_t wait = (fn->queue_len + 1) * service / (busy * fn_capacity(fn));
     if (wait >= limit)
         return false;
     if (!uv_is_active((uv_handle_t *)&p->rescan))
