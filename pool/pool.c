@@ -594,23 +594,32 @@ static int zygote_start(struct pool *p, struct pool_fn *fn, enum pool_acquire *h
 
 /*
  * The zygote of a function whose first instance served by itself, made
- * after that instance's call and while no call waits for an instance (on
- * two cores it would slow them down), and only within the budget as it
- * stands: it is worth no eviction. Without it, scale-out makes one on the
- * call's path.
+ * after that instance's call, from a spare stem cell: while no call waits
+ * for an instance (on two cores it would slow them down), only with a stem
+ * cell left over for the next first call (a stream of first calls needs
+ * them more), and only within the budget as it stands: it is worth no
+ * eviction. Without it, scale-out makes one on the call's path.
  */
 static void zygote_background(struct pool *p, struct pool_fn *fn)
 {
-    if (p->acquiring > 0)
-        return; /* a later kick (the sweep's at the latest) tries again */
-    fn->want_zygote = false;
-    if (fn->zygote || fn->removed || !fn->rec || p->draining ||
+    /* (Without instances and unused for a keep-alive, the sweep would
+     * retire it at once.) */
+    bool unused = fn->n_instances == 0 && fn->last_used_ns &&
+                  ember_now_ns() - fn->last_used_ns >= pool__fn_keepalive_ms(p, fn) * 1000000ull;
+    if (fn->zygote || fn->removed || !fn->rec || unused) {
+        fn->want_zygote = false;
+        return;
+    }
+    /* Not now: a later kick (the sweep's at the latest) tries again. */
+    if (p->acquiring > 0 || p->draining || p->n_stems[fn_kind(p, fn)] < 2 ||
         p->mem_charged + fn_memory(fn->rec) > budget_bytes(p))
         return;
     enum pool_acquire how;
     int r = zygote_start(p, fn, &how);
     if (r < 0)
         log_debug("pool: no zygote for %s: %s", fn->name, strerror(-r));
+    else
+        fn->want_zygote = false;
 }
 
 /* ---- instances that serve straight after specialize ---------------------- */
@@ -719,7 +728,10 @@ static int instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *
         return -ENOTSUP;
     if (sandbox_backend_specialized_serves(p->be[kind]))
         return instance_start_direct(p, fn, kind, c);
-    if (!fn->zygote && fn->n_instances == 0) {
+    /* Once per zygote-less spell: a function that needs instances again
+     * before its zygote could be made in the background (fresh_per_call,
+     * max_calls_per_instance, no spare stem cell) makes it now. */
+    if (!fn->zygote && fn->n_instances == 0 && !fn->want_zygote) {
         fn->want_zygote = true;
         return instance_start_direct(p, fn, kind, c);
     }
@@ -1158,6 +1170,7 @@ void pool_function_update(struct pool *p, struct function_record *rec)
     struct function_record *old = fn->rec;
     store_record_ref(rec);
     fn->rec = rec;
+    fn->want_zygote = false; /* the new version's first instance may serve */
     if (old) {
         fn_retire_instances(fn, false);
         store_record_unref(old);
