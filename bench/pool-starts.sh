@@ -99,20 +99,38 @@ row cold "$TMP/cold" cold
 row zygote "$TMP/zygote" zygote
 row warm "$TMP/warm" warm
 
-# PSS of an idle warm instance: the newest ember-agent that is not a zygote
-# (an instance's parent is another ember-agent, its zygote).
+# PSS of idle warm instances, of both kinds. A forked one (its parent is
+# another ember-agent, its zygote): give f1 one that stays. A function's
+# first instance is its specialized stem cell (parent emberd): f2's, the
+# agent that has run the most (the warm row's 100 calls).
+pss() { # pss PID LABEL
+    awk '/^Pss:/ { pss = $2 } /^Rss:/ { rss = $2 } END { printf "idle warm instance, %s (pid '"$1"'): PSS %d KiB, RSS %d KiB\n", "'"$2"'", pss, rss }' \
+        "/proc/$1/smaps_rollup"
+}
+pool_patch '{"functions": {"f1": {"max_calls_per_instance": 0}}}'
+call f1 "$TMP/pss-call"
 echo
+forked='' served='' most=-1
 for pid in $(pgrep -x ember-agent); do
     ppid=$(awk '/^PPid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
     if [ "$(cat "/proc/$ppid/comm" 2>/dev/null)" = ember-agent ]; then
-        awk '/^Pss:/ { pss = $2 } /^Rss:/ { rss = $2 } END { printf "idle warm instance (pid '"$pid"'): PSS %d KiB, RSS %d KiB\n", pss, rss }' \
-            "/proc/$pid/smaps_rollup"
-        break
+        forked=$pid
+    else
+        cpu=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null)
+        if [ -n "$cpu" ] && [ "$cpu" -gt "$most" ]; then most=$cpu served=$pid; fi
     fi
 done
+[ -n "$forked" ] && pss "$forked" "forked from its zygote"
+[ -n "$served" ] && pss "$served" "the function's first (its stem cell)"
 
 # Creation rate: ask for many container stem cells at once (none of the
 # microVM backend, which would share the CPUs) and count how fast they come.
+# The functions go first: the zygotes their first calls left wanting would
+# take stem cells as they come.
+for i in $(seq "$COUNT"); do
+    curl -sS -o /dev/null -X DELETE "$URL/v1/functions/f$i"
+    curl -sS -o /dev/null -X DELETE "$URL/v1/functions/g$i"
+done
 pool_patch '{"stem_cells": 0}'
 sleep 0.5
 pool_patch '{"stem_cells": {"container": 200, "microvm": 0}, "memory_budget_mb": 100000}'
