@@ -24,6 +24,7 @@ enum knob_field {
     K_QUEUE_LENGTH,
     K_QUEUE_TIMEOUT_MS,
     K_MEMORY_BUDGET_MB,
+    K_SCALE_OUT_WAIT_US,
 };
 
 struct knob_desc {
@@ -41,6 +42,7 @@ static const struct knob_desc knob_table[] = {
     {"queue_length", K_QUEUE_LENGTH, 0, POOL_QUEUE_LENGTH_MAX, true},
     {"queue_timeout_ms", K_QUEUE_TIMEOUT_MS, 0, 3600 * 1000ll, true},
     {"memory_budget_mb", K_MEMORY_BUDGET_MB, 16, 1ll << 30, false},
+    {"scale_out_wait_us", K_SCALE_OUT_WAIT_US, 0, 10 * 1000 * 1000ll, true},
 };
 
 static uint64_t host_memory_mb(void)
@@ -64,6 +66,7 @@ void pool_knobs_default(struct pool_knobs *k)
     k->queue_length = POOL_QUEUE_LENGTH_DEFAULT;
     k->queue_timeout_ms = POOL_QUEUE_TIMEOUT_MS_DEFAULT;
     k->memory_budget_mb = host_memory_mb() / 2;
+    k->scale_out_wait_us = POOL_SCALE_OUT_WAIT_US_DEFAULT;
 }
 
 static int knob_int(const json_t *v, const char *path, int64_t min, int64_t max, int64_t *out,
@@ -90,6 +93,7 @@ static void knob_store(struct pool_knobs *k, enum knob_field f, int64_t v)
     case K_QUEUE_LENGTH: k->queue_length = (uint32_t)v; break;
     case K_QUEUE_TIMEOUT_MS: k->queue_timeout_ms = (uint64_t)v; break;
     case K_MEMORY_BUDGET_MB: k->memory_budget_mb = (uint64_t)v; break;
+    case K_SCALE_OUT_WAIT_US: k->scale_out_wait_us = (uint64_t)v; break;
     }
 }
 
@@ -103,6 +107,7 @@ static int64_t knob_load(const struct pool_knobs *k, enum knob_field f)
     case K_QUEUE_LENGTH: return k->queue_length;
     case K_QUEUE_TIMEOUT_MS: return (int64_t)k->queue_timeout_ms;
     case K_MEMORY_BUDGET_MB: return (int64_t)k->memory_budget_mb;
+    case K_SCALE_OUT_WAIT_US: return (int64_t)k->scale_out_wait_us;
     }
     return 0;
 }
@@ -116,6 +121,7 @@ static int64_t *fn_knob_slot(struct pool_fn_knobs *k, enum knob_field f)
     case K_MAX_CALLS: return &k->max_calls_per_instance;
     case K_QUEUE_LENGTH: return &k->queue_length;
     case K_QUEUE_TIMEOUT_MS: return &k->queue_timeout_ms;
+    case K_SCALE_OUT_WAIT_US: return &k->scale_out_wait_us;
     default: return NULL;
     }
 }
@@ -197,6 +203,7 @@ void pool__fn_knobs_clear(struct pool_fn_knobs *k)
 {
     k->keepalive_ms = k->min_warm = k->max_instances = -1;
     k->max_calls_per_instance = k->queue_length = k->queue_timeout_ms = -1;
+    k->scale_out_wait_us = -1;
 }
 
 int pool__fn_knobs_parse(const json_t *obj, struct pool_fn_knobs *k, const char *name,
@@ -258,6 +265,7 @@ FN_KNOB(pool__fn_max_instances, uint32_t, max_instances, max_instances)
 FN_KNOB(pool__fn_max_calls, uint64_t, max_calls_per_instance, max_calls_per_instance)
 FN_KNOB(pool__fn_queue_length, uint32_t, queue_length, queue_length)
 FN_KNOB(pool__fn_queue_timeout_ms, uint64_t, queue_timeout_ms, queue_timeout_ms)
+FN_KNOB(pool__fn_scale_out_wait_us, uint64_t, scale_out_wait_us, scale_out_wait_us)
 
 struct pool_fn *pool__fn_get(struct pool *p, const char *name, bool create)
 {

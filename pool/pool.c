@@ -967,16 +967,17 @@ static struct pool_sb *find_warm(struct pool_fn *fn)
  * be done, and on few cores every extra instance costs the others a
  * wake-up per call. So the call waits if the instances should get to it
  * (the calls queued ahead, spread over the busy instances, at what a call
- * costs one) within POOL_SCALE_OUT_WAIT_US. Once it has waited
+ * costs one) within the function's "scale_out_wait_us" (0: never wait).
+ * Once it has waited
  * POOL_SCALE_OUT_STUCK times that while no instance finished a call for as
  * long (they are stuck in long calls, not just busy), it waits no more:
  * on_rescan places it.
  */
 static bool worth_waiting(struct pool *p, struct pool_fn *fn, struct pool_call *c)
 {
-    uint64_t limit = POOL_SCALE_OUT_WAIT_US * 1000ull;
+    uint64_t limit = pool__fn_scale_out_wait_us(p, fn) * 1000ull;
     uint64_t service = service_ns(fn);
-    if (service == 0 || fn->rec->manifest.fresh_per_call ||
+    if (limit == 0 || service == 0 || fn->rec->manifest.fresh_per_call ||
         fn->queue_len >= pool__fn_queue_length(p, fn))
         return false; /* (a full queue would turn the wait into a 429) */
     /* Instances being made count: they serve the queue once up. */
@@ -994,9 +995,11 @@ static bool worth_waiting(struct pool *p, struct pool_fn *fn, struct pool_call *
     uint64_t wait = (fn->queue_len + 1) * service / (busy * fn_capacity(fn));
     if (wait >= limit)
         return false;
-    if (!uv_is_active((uv_handle_t *)&p->rescan))
-        uv_timer_start(&p->rescan, on_rescan,
-                       POOL_SCALE_OUT_STUCK * POOL_SCALE_OUT_WAIT_US / 1000 + 1, 0);
+    /* Look again once this call would count as stuck (sooner if another
+     * function asked for sooner). */
+    uint64_t due_ms = stuck / 1000000 + 1;
+    if (!uv_is_active((uv_handle_t *)&p->rescan) || uv_timer_get_due_in(&p->rescan) > due_ms)
+        uv_timer_start(&p->rescan, on_rescan, due_ms, 0);
     return true;
 }
 

@@ -41,9 +41,10 @@ struct pool_ticket;
 #define POOL_QUEUE_TIMEOUT_MS_DEFAULT 10000 /* "queue_timeout_ms" */
 /* "memory_budget_mb": default half of the host's physical memory. */
 #define POOL_STEM_MEMORY_MB_DEFAULT 64     /* charge of a stem cell */
-#define POOL_SCALE_OUT_WAIT_US 500      /* a call waits for a busy instance rather
-                                           than make one if it should be served
-                                           within this (pool.c worth_waiting) */
+#define POOL_SCALE_OUT_WAIT_US_DEFAULT 500 /* "scale_out_wait_us": a call waits for a
+                                              busy instance rather than make one if it
+                                              should be served within this; 0 = never
+                                              wait (pool.c worth_waiting) */
 #define POOL_SCALE_OUT_STUCK 10         /* ...unless no instance finished a call for
                                            this many times that (stuck) */
 #define POOL_RUN_WINDOW_MS 1000         /* a call's cost: the fastest in 1-2 of these */
@@ -63,6 +64,7 @@ struct pool_fn_knobs {
     int64_t max_calls_per_instance;
     int64_t queue_length;
     int64_t queue_timeout_ms;
+    int64_t scale_out_wait_us;
 };
 
 struct pool_knobs {
@@ -74,6 +76,7 @@ struct pool_knobs {
     uint32_t queue_length;
     uint64_t queue_timeout_ms;
     uint64_t memory_budget_mb;
+    uint64_t scale_out_wait_us;
 };
 
 /** Fill @k with the defaults (memory budget from /proc/meminfo). */

@@ -176,6 +176,7 @@ uint32_t pool__fn_max_instances(const struct pool *p, const struct pool_fn *fn);
 uint64_t pool__fn_max_calls(const struct pool *p, const struct pool_fn *fn);
 uint32_t pool__fn_queue_length(const struct pool *p, const struct pool_fn *fn);
 uint64_t pool__fn_queue_timeout_ms(const struct pool *p, const struct pool_fn *fn);
+uint64_t pool__fn_scale_out_wait_us(const struct pool *p, const struct pool_fn *fn);
 struct pool_fn *pool__fn_get(struct pool *p, const char *name, bool create);
 json_t *pool__fn_knobs_json(const struct pool_fn_knobs *k);
 int pool__fn_knobs_parse(const json_t *obj, struct pool_fn_knobs *k, const char *name,

@@ -238,6 +238,22 @@ Test(pool, short_calls_wait_rather_than_scale_out)
     json_decref(j);
     cr_expect_lt(made, CALLERS, "%lld instances made for %d concurrent callers (run p50 %.3f ms)",
                  (long long)made, CALLERS, run_p50);
+
+    /* scale_out_wait_us 0 (per function): every caller that finds the
+     * instances busy gets a new one at once */
+    patch_ok("{\"keepalive_ms\": 0}");
+    for (int i = 0; i < 100 && fn_instances(d.port, "quick", "idle") > 0; i++)
+        usleep(20000);
+    patch_ok("{\"keepalive_ms\": 600000, \"functions\": {\"quick\": {\"scale_out_wait_us\": 0}}}");
+    for (int i = 0; i < CALLERS; i++) {
+        b[i] = (struct burst){.target = "/fn/quick", .calls = CALLS};
+        pthread_create(&th[i], NULL, burst_caller, &b[i]);
+    }
+    for (int i = 0; i < CALLERS; i++) {
+        pthread_join(th[i], NULL);
+        cr_expect_eq(b[i].ok, CALLS);
+    }
+    cr_expect_geq(fn_instances(d.port, "quick", "idle"), 2, "without waiting the pool scales out");
 }
 
 Test(pool, fresh_per_call_keeps_no_state)
@@ -366,11 +382,12 @@ Test(pool, patch_validates_and_applies)
         "{\"queue_timeout_ms\": true}", "{\"memory_budget_mb\": 1}",
         "{\"bogus\": 1}",              "[1]",
         "{\"functions\": {\"Bad_Name\": {}}}", "{\"functions\": {\"ok\": {\"memory_budget_mb\": 5}}}",
+        "{\"scale_out_wait_us\": -1}",
     };
     const char *named[] = {"stem_cells", "stem_cells", "nope", "keepalive_ms", "min_warm",
                            "max_instances", "max_calls_per_instance", "queue_length",
                            "queue_timeout_ms", "memory_budget_mb", "bogus", "object",
-                           "Bad_Name", "memory_budget_mb"};
+                           "Bad_Name", "memory_budget_mb", "scale_out_wait_us"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct resp r;
         cr_expect_eq(patch(bad[i], &r), 400, "%s -> %d", bad[i], r.status);
@@ -380,8 +397,9 @@ Test(pool, patch_validates_and_applies)
     }
     patch_ok("{\"stem_cells\": 3, \"keepalive_ms\": 1234, \"min_warm\": 0, "
              "\"max_instances\": 7, \"max_calls_per_instance\": 100, \"queue_length\": 9, "
-             "\"queue_timeout_ms\": 999, \"memory_budget_mb\": 4096}");
+             "\"queue_timeout_ms\": 999, \"memory_budget_mb\": 4096, \"scale_out_wait_us\": 250}");
     json_t *j = get_json("/v1/pool");
+    cr_expect_eq(json_integer_value(json_object_get(j, "scale_out_wait_us")), 250);
     cr_expect_eq(json_integer_value(json_object_get(j, "keepalive_ms")), 1234);
     cr_expect_eq(json_integer_value(json_object_get(j, "max_instances")), 7);
     cr_expect_eq(json_integer_value(json_object_get(j, "max_calls_per_instance")), 100);
