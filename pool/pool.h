@@ -47,7 +47,6 @@ struct pool_ticket;
                                               wait (pool.c worth_waiting) */
 #define POOL_SCALE_OUT_STUCK 10         /* ...unless no instance finished a call for
                                            this many times that (stuck) */
-#define POOL_RUN_WINDOW_MS 1000         /* a call's cost: the fastest in 1-2 of these */
 #define POOL_REFILL_DEFER_MAX_MS 20        /* longest a stem refill yields to acquisitions */
 #define POOL_STEM_STARTS_MAX 2             /* stem cells being made at once, per backend
                                               (2 cores: more did not raise the rate) */

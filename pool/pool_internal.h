@@ -99,9 +99,7 @@ struct pool_fn {
     uint32_t queue_len;
     bool removed;
     bool snapshot_ready;             /* microVM: a specialize of this version worked */
-    uint64_t run_min_ns[2];          /* fastest warm call in this window and
-                                        the one before (pool.c service_ns) */
-    uint64_t run_window_start;
+    uint64_t run_ewma_ns;            /* how long a call holds an instance */
     uint64_t last_done_ns;           /* an instance last finished a call */
     bool want_zygote;                /* container: the first instance served by
                                         itself; make the zygote off its path */
