@@ -796,11 +796,6 @@ static void service_sample(struct pool_fn *fn, enum pool_acquire how, uint64_t r
     fn->run_ewma_ns = e ? e - e / 8 + s / 8 : s;
 }
 
-static uint64_t service_ns(const struct pool_fn *fn)
-{
-    return fn->run_ewma_ns;
-}
-
 static void call_complete(struct pool_call *c, struct pool_result *res)
 {
     struct pool *p = c->pool;
@@ -823,8 +818,6 @@ static void call_complete(struct pool_call *c, struct pool_result *res)
         if (res->acquired) {
             service_sample(fn, c->acquire, res->run_ns);
             fn->last_done_ns = now;
-        }
-        if (res->acquired) {
             fn->acquired[c->acquire]++;
             pool__hist_add(&fn->acquire_hist, res->acquire_ns);
             pool__hist_add(&fn->run_hist, res->run_ns);
@@ -964,15 +957,14 @@ static struct pool_sb *find_warm(struct pool_fn *fn)
  * wake-up per call. So the call waits if the instances should get to it
  * (the calls queued ahead, spread over the busy instances, at what a call
  * costs one) within the function's "scale_out_wait_us" (0: never wait).
- * Once it has waited
- * POOL_SCALE_OUT_STUCK times that while no instance finished a call for as
- * long (they are stuck in long calls, not just busy), it waits no more:
- * on_rescan places it.
+ * Once it has waited POOL_SCALE_OUT_STUCK times that while no instance
+ * finished a call for as long (they are stuck in long calls, not just
+ * busy), it waits no more: on_rescan places it.
  */
 static bool worth_waiting(struct pool *p, struct pool_fn *fn, struct pool_call *c)
 {
     uint64_t limit = pool__fn_scale_out_wait_us(p, fn) * 1000ull;
-    uint64_t service = service_ns(fn);
+    uint64_t service = fn->run_ewma_ns;
     if (limit == 0 || service == 0 || fn->rec->manifest.fresh_per_call ||
         fn->queue_len >= pool__fn_queue_length(p, fn))
         return false; /* (a full queue would turn the wait into a 429) */
