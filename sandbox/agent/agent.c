@@ -5,9 +5,9 @@
  * loaded it is a zygote: it serves no calls, it forks an instance per FORK
  * (instance.c) and tells emberd when one dies (EXITED). Between forks it
  * waits in the next instance's cgroup (PARK), so that a child is born in
- * its own group. Being pid 1 it also
- * reaps whatever gets orphaned inside the sandbox. A LOAD with "serve"
- * makes it an instance itself instead (a function's first one).
+ * its own group. Being pid 1 it also reaps whatever gets orphaned inside
+ * the sandbox. A LOAD with "serve" makes it an instance itself instead (a
+ * function's first one).
  *
  * The zygote stays single-threaded so that fork() is safe; it reads the
  * channel, its log pipes (ember_init may leave threads that print) and
