@@ -262,7 +262,15 @@ void agent__instance_run(const struct agent_fn *fn, bool forked)
         if (pool.max_workers == 1) {
             /* Calls run inline and each is followed by a drain of its
              * output, so between calls nothing needs watching but the
-             * channel: wait in recvmsg itself, one system call less. */
+             * channel. Wait in poll, not in recvmsg: a task asleep in a
+             * unix stream recvmsg is also woken when the peer reads what
+             * it sent (unix_write_space), so every call would wake it
+             * twice. poll filters that wake-up out by its event mask. */
+            struct pollfd pfd = {.fd = AGENT_CHAN_FD, .events = POLLIN};
+            if (!agent__frame_ready() && poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+                agent__warn("poll: %s", strerror(errno));
+                _exit(1);
+            }
             struct proto_hdr h;
             cleanup_free uint8_t *payload = NULL;
             agent__recv_frame(&h, &payload, NULL, NULL);
