@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,6 +284,12 @@ int main(int argc, char **argv)
             return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Function code is batch work to the scheduler: a woken instance does
+     * not preempt emberd, which then answers every ready call before the
+     * instances it woke take its CPU. Under wrk -c64 emberd was preempted
+     * 0.55 times per call before, 0.2 after. Fairness is unchanged (same
+     * weight); a function may switch itself back to SCHED_OTHER. */
+    sched_setscheduler(0, SCHED_BATCH, &(struct sched_param){0});
 
     sigset_t chld, waitmask;
     sigemptyset(&chld);
