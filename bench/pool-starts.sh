@@ -14,7 +14,9 @@
 # and the pool's own acquire time from Server-Timing, p50 and p99. Then:
 # sandbox creation rate (stem cells made per second when the pool is asked
 # for many), PSS of an idle warm instance (smaps_rollup of its process), and
-# crun run of a /bin/true bundle as the peer, in the same run.
+# crun run of a /bin/true bundle as the peer, in the same run. If
+# ember-probe is built, what this machine charges for a fork, a
+# copy-on-write fault and a wake-up, for reading the zygote row.
 #
 # Environment: BUILD (default <repo>/build), COUNT (calls per row, 100).
 . "$(dirname "$0")/lib.sh"
@@ -98,6 +100,13 @@ row stem "$TMP/stem" stem
 row cold "$TMP/cold" cold
 row zygote "$TMP/zygote" zygote
 row warm "$TMP/warm" warm
+
+# What the platform charges for the zygote row's parts, without ember.
+if [ -x "$BUILD/ember-probe" ]; then
+    echo
+    echo "this machine, for reading the zygote row (ember-probe):"
+    "$BUILD/ember-probe" | sed 's/^/  /'
+fi
 
 # PSS of idle warm instances, of both kinds. A forked one (its parent is
 # another ember-agent, its zygote): give f1 one that stays. A function's

@@ -1,7 +1,8 @@
 /* test_bench.c - ember-bench against the real emberd: a one-second open-loop
  * run prints JSON with answers and no errors, and a two-value sweep writes
- * its CSV and SVG and puts the knob back. A smoke test: it checks that the
- * tool works end to end, not how fast anything is. */
+ * its CSV and SVG and puts the knob back; ember-probe prints its platform
+ * costs. Smoke tests: they check that the tools work end to end, not how
+ * fast anything is. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -47,7 +48,7 @@ static void remove_work(void)
 {
     if (!work[0])
         return;
-    const char *files[] = {"out.json", "sweep.out", "sweep.csv", "sweep.svg"};
+    const char *files[] = {"out.json", "sweep.out", "sweep.csv", "sweep.svg", "probe.out"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char p[PATH_MAX + 32];
         snprintf(p, sizeof(p), "%s/%s", work, files[i]);
@@ -67,12 +68,12 @@ static void stop(void)
 
 TestSuite(bench, .init = start, .fini = stop, .timeout = 120);
 
-/* Run build/ember-bench @args (NULL-terminated) with stdout into @out_path;
- * the exit status, or -1 if it did not exit normally. */
-static int run_bench(const char *const *args, const char *out_path)
+/* Run build/@tool @args (NULL-terminated) with stdout into @out_path; the
+ * exit status, or -1 if it did not exit normally. */
+static int run_tool(const char *tool, const char *const *args, const char *out_path)
 {
     char exe[PATH_MAX];
-    build_path("ember-bench", exe);
+    build_path(tool, exe);
     const char *argv[32];
     size_t n = 0;
     argv[n++] = exe;
@@ -106,7 +107,7 @@ Test(bench, run_prints_json_with_answers_and_no_errors)
     const char *args[] = {"run",        "--url",   url,      "--function", "noop",
                           "--duration", "1",       "--rate", "50",         "--connections",
                           "4",          "--quiet", "--json", NULL};
-    cr_assert_eq(run_bench(args, in_work("out.json", out)), 0, "ember-bench run failed");
+    cr_assert_eq(run_tool("ember-bench", args, in_work("out.json", out)), 0, "ember-bench run failed");
 
     json_error_t jerr;
     json_t *j = json_load_file(out, 0, &jerr);
@@ -187,7 +188,7 @@ Test(bench, sweep_writes_csv_and_svg_and_restores_the_knob)
                           in_work("sweep.svg", svg),
                           "--quiet",
                           NULL};
-    cr_assert_eq(run_bench(args, in_work("sweep.out", out)), 0, "ember-bench sweep failed");
+    cr_assert_eq(run_tool("ember-bench", args, in_work("sweep.out", out)), 0, "ember-bench sweep failed");
 
     char *table = slurp(out);
     cr_expect(strstr(table, "smallest keepalive_ms meeting p99=10s: 30000"),
@@ -225,6 +226,36 @@ Test(bench, sweep_of_an_unknown_knob_fails_cleanly)
                           "--duration",   "1",        "--rate", "5",           "--knob",
                           "no_such_knob", "--values", "1",      "--settle-ms", "0",
                           "--quiet",      NULL};
-    cr_expect_eq(run_bench(args, in_work("sweep.out", out)), 1,
+    cr_expect_eq(run_tool("ember-bench", args, in_work("sweep.out", out)), 1,
                  "PATCH refused: exit 1, no load run");
+}
+
+Test(bench, probe_prints_every_platform_cost)
+{
+    char exe[PATH_MAX], out[PATH_MAX + 32];
+    if (access(build_path("ember-probe", exe), X_OK) != 0)
+        cr_skip_test("%s is not built", exe);
+    const char *args[] = {NULL};
+    cr_assert_eq(run_tool("ember-probe", args, in_work("probe.out", out)), 0,
+                 "ember-probe failed");
+    FILE *f = fopen(out, "r");
+    cr_assert(f, "%s: %s", out, strerror(errno));
+    char line[256];
+    int costs = 0, lines = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lines++;
+        double v;
+        const char *us = strstr(line, " us\n");
+        const char *num = us;
+        while (num && num > line && num[-1] != ' ')
+            num--;
+        if (us && sscanf(num, "%lf", &v) == 1) {
+            cr_expect_gt(v, 0.0, "a cost is positive: %s", line);
+            costs++;
+        }
+    }
+    fclose(f);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cr_expect_eq(lines, 5, "fork, copy-on-write, three wake-ups");
+    cr_expect_eq(costs, cpus > 1 ? 5 : 3, "every line but the one-CPU note has a cost in us");
 }
