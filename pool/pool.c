@@ -1,8 +1,9 @@
 /* pool.c - the warm pool's policy: which sandbox serves a call, when new
- * ones are made, when they are recycled, and what is refused.
+ * ones are made (start.c makes them), when they are recycled, and what is
+ * refused.
  *
  * Ownership: the pool owns every sandbox it creates through a struct pool_sb,
- * and frees it only in pool_sb_destroy (the one cleanup path). Calls are
+ * and frees it only in pool__psb_destroy (the one cleanup path). Calls are
  * owned by the pool from pool_invoke until their callback (or cancel).
  *
  * Re-entrancy: sandbox callbacks may arrive while the pool walks its lists,
@@ -13,7 +14,6 @@
 #include "pool/pool_internal.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,14 +25,9 @@
 #define SWEEP_INTERVAL_MS 50
 #define MB (1024ull * 1024ull)
 
-static void pool_kick(struct pool *p);
 static void on_rescan(uv_timer_t *t);
 static void dispatch_fn(struct pool *p, struct pool_fn *fn);
-static void call_finish_error(struct pool_call *c, int http_status, enum sandbox_error err,
-                              const char *error_name, const char *detail);
-static void instance_run(struct pool_sb *inst, struct pool_call *c);
 static void maybe_drain_done(struct pool *p);
-static void on_created(struct sandbox *sb, int status, void *data);
 
 const char *pool_acquire_name(enum pool_acquire a)
 {
@@ -48,12 +43,12 @@ const char *pool__state_name(enum pool_sb_state s)
 
 /* ---- the memory ledger ------------------------------------------------- */
 
-static uint64_t budget_bytes(const struct pool *p)
+uint64_t pool__budget_bytes(const struct pool *p)
 {
     return p->knobs.memory_budget_mb * MB;
 }
 
-static void charge(struct pool *p, struct pool_sb *psb, uint64_t bytes)
+void pool__charge(struct pool *p, struct pool_sb *psb, uint64_t bytes)
 {
     p->mem_charged -= psb->charge;
     psb->charge = bytes;
@@ -62,14 +57,14 @@ static void charge(struct pool *p, struct pool_sb *psb, uint64_t bytes)
         p->mem_peak = p->mem_charged;
 }
 
-static uint64_t fn_memory(const struct function_record *rec)
+uint64_t pool__fn_memory(const struct function_record *rec)
 {
     return (uint64_t)rec->manifest.memory_mb * MB;
 }
 
 /* ---- sandbox lifetime -------------------------------------------------- */
 
-static struct pool_sb *psb_new(struct pool *p, enum sandbox_kind kind, enum sandbox_role role)
+struct pool_sb *pool__psb_new(struct pool *p, enum sandbox_kind kind, enum sandbox_role role)
 {
     struct pool_sb *psb = calloc(1, sizeof(*psb));
     if (!psb)
@@ -94,7 +89,7 @@ static struct pool_sb *psb_new(struct pool *p, enum sandbox_kind kind, enum sand
  * retiring; the last child's destruction finishes it, because killing a
  * container zygote (pid 1 of its namespace) would kill its children too.
  */
-static void psb_destroy(struct pool_sb *psb)
+void pool__psb_destroy(struct pool_sb *psb)
 {
     struct pool *p = psb->pool;
 
@@ -117,8 +112,8 @@ static void psb_destroy(struct pool_sb *psb)
     if (psb->reserved) {
         struct pool_call *c = psb->reserved;
         psb->reserved = NULL;
-        call_finish_error(c, 503, SANDBOX_ERR_GONE, "sandbox gone",
-                          "the instance was destroyed before it could serve the call");
+        pool__call_finish_error(c, 503, SANDBOX_ERR_GONE, "sandbox gone",
+                                "the instance was destroyed before it could serve the call");
     }
 
     list_remove(&psb->lru);
@@ -135,7 +130,7 @@ static void psb_destroy(struct pool_sb *psb)
     if (psb->fn && psb->fn->zygote == psb)
         psb->fn->zygote = NULL;
 
-    charge(p, psb, 0);
+    pool__charge(p, psb, 0);
 
     struct pool_sb *zygote = psb->zygote;
     if (psb->rec)
@@ -146,107 +141,20 @@ static void psb_destroy(struct pool_sb *psb)
     if (zygote) {
         zygote->children--;
         if (zygote->retiring && zygote->children == 0)
-            psb_destroy(zygote);
+            pool__psb_destroy(zygote);
     }
-    pool_kick(p);
+    pool__kick(p);
     maybe_drain_done(p);
 }
 
 /* A call stopped waiting for a new instance (it got one, or failed). */
-static void acquired_done(struct pool_call *c)
+void pool__acquired_done(struct pool_call *c)
 {
     if (!c->acquiring)
         return;
     c->acquiring = false;
     c->pool->acquiring--;
-    pool_kick(c->pool); /* the stem cell refill waited for this */
-}
-
-/* ---- stem cells ---------------------------------------------------------- */
-
-static void on_stem_exit(struct sandbox *sb, const char *why, void *data)
-{
-    struct pool_sb *psb = data;
-    log_warn("pool: stem cell %" PRIu64 " died: %s", sandbox_id(sb), why);
-    if (psb->state == PSB_STEM)
-        psb_destroy(psb);
-    /* a starting stem reports through its done callback */
-}
-
-static void on_stem_ready(struct sandbox *sb, int status, void *data)
-{
-    struct pool_sb *psb = data;
-    struct pool *p = psb->pool;
-
-    p->n_stems_starting[psb->kind]--;
-    if (status < 0) {
-        p->stem_failures++;
-        log_warn("pool: stem cell creation failed: %s", strerror(-status));
-        psb->role = SANDBOX_ROLE_INSTANCE; /* not counted as starting any more */
-        psb->state = PSB_IDLE;
-        psb_destroy(psb);
-        return;
-    }
-    p->stems_created++;
-    if (p->draining || p->n_stems[psb->kind] >= p->knobs.stem_cells[psb->kind]) {
-        psb->state = PSB_IDLE;
-        psb->role = SANDBOX_ROLE_INSTANCE;
-        psb_destroy(psb);
-        return;
-    }
-    psb->state = PSB_STEM;
-    p->n_stems[psb->kind]++;
-    list_insert_tail(&p->stems[psb->kind], &psb->link);
-    pool_kick(p);
-}
-
-/* Start stem cells until the knob's count is ready or starting, within budget. */
-static void stems_refill(struct pool *p)
-{
-    for (int k = 0; k < SANDBOX_KIND_COUNT; k++) {
-        if (!p->be[k])
-            continue;
-        /* Refill off the call's path: on two cores a spawn running beside a
-         * specialization doubles the call's wait, so calls that are getting
-         * an instance right now go first -- but only for a while, or a
-         * steady stream of cold starts would never see a stem cell again. */
-        uint64_t now = ember_now_ns();
-        if (p->acquiring > 0) {
-            if (!p->refill_deferred_since)
-                p->refill_deferred_since = now;
-            if (now - p->refill_deferred_since < POOL_REFILL_DEFER_MAX_MS * 1000000ull)
-                return;
-        } else {
-            p->refill_deferred_since = 0;
-        }
-        uint64_t stem_charge = (uint64_t)POOL_STEM_MEMORY_MB_DEFAULT * MB;
-        while (!p->draining && p->n_stems[k] + p->n_stems_starting[k] < p->knobs.stem_cells[k] &&
-               p->n_stems_starting[k] < POOL_STEM_STARTS_MAX && p->mem_charged + stem_charge <= budget_bytes(p) &&
-               p->stem_failures < 1000) {
-            struct pool_sb *psb = psb_new(p, (enum sandbox_kind)k, SANDBOX_ROLE_STEM);
-            if (!psb)
-                return;
-            charge(p, psb, stem_charge);
-            p->n_stems_starting[k]++;
-            int r = sandbox_create(p->be[k], &psb->sb, on_stem_ready, psb);
-            if (r < 0) {
-                log_warn("pool: cannot start a stem cell: %s", strerror(-r));
-                p->stem_failures++;
-                p->n_stems_starting[k]--;
-                psb->role = SANDBOX_ROLE_INSTANCE;
-                psb->state = PSB_IDLE;
-                psb_destroy(psb);
-                return;
-            }
-            struct sandbox_events ev = {.on_exit = on_stem_exit, .data = psb};
-            sandbox_set_events(psb->sb, &ev);
-        }
-        /* Too many stem cells after the knob went down: retire the extra. */
-        while (p->n_stems[k] > p->knobs.stem_cells[k] && !list_empty(&p->stems[k])) {
-            struct pool_sb *psb = list_entry(p->stems[k].next, struct pool_sb, link);
-            psb_destroy(psb);
-        }
-    }
+    pool__kick(c->pool); /* the stem cell refill waited for this */
 }
 
 /* ---- eviction ------------------------------------------------------------ */
@@ -257,9 +165,9 @@ static void stems_refill(struct pool *p)
  * ready stem cells (they are cheap to make again). Returns true if @need now
  * fits in the budget.
  */
-static bool make_room(struct pool *p, uint64_t need)
+bool pool__make_room(struct pool *p, uint64_t need)
 {
-    uint64_t budget = budget_bytes(p);
+    uint64_t budget = pool__budget_bytes(p);
     if (p->mem_charged + need <= budget)
         return true;
 
@@ -267,7 +175,7 @@ static bool make_room(struct pool *p, uint64_t need)
         struct pool_sb *victim = list_entry(p->idle_lru.next, struct pool_sb, lru);
         p->evictions++;
         log_debug("pool: evicting idle instance of %s", victim->fn ? victim->fn->name : "?");
-        psb_destroy(victim);
+        pool__psb_destroy(victim);
     }
     struct list *pos, *tmp;
     list_foreach_safe(pos, tmp, &p->functions)
@@ -278,14 +186,14 @@ static bool make_room(struct pool *p, uint64_t need)
         if (fn->zygote && fn->zygote->state == PSB_ZYGOTE && fn->zygote->children == 0 &&
             list_empty(&fn->queue)) {
             p->evictions++;
-            psb_destroy(fn->zygote);
+            pool__psb_destroy(fn->zygote);
         }
     }
     for (int k = 0; k < SANDBOX_KIND_COUNT && p->mem_charged + need > budget; k++) {
         while (p->mem_charged + need > budget && !list_empty(&p->stems[k])) {
             struct pool_sb *stem = list_entry(p->stems[k].next, struct pool_sb, link);
             p->evictions++;
-            psb_destroy(stem);
+            pool__psb_destroy(stem);
         }
     }
     return p->mem_charged + need <= budget;
@@ -310,7 +218,7 @@ static void instance_make_idle(struct pool_sb *inst)
 /* An instance finished a call or became ready with nothing reserved. */
 static void on_instance_reset(struct sandbox *sb, int status, void *data);
 
-static void instance_release(struct pool_sb *inst)
+void pool__instance_release(struct pool_sb *inst)
 {
     struct pool *p = inst->pool;
     struct pool_fn *fn = inst->fn;
@@ -333,13 +241,13 @@ static void instance_release(struct pool_sb *inst)
 
     if (recycle) {
         if (inst->inflight == 0)
-            psb_destroy(inst);
+            pool__psb_destroy(inst);
         else
             inst->retiring = true;
         return;
     }
     if (fn->want_zygote)
-        pool_kick(p); /* the first instance served: now make the zygote */
+        pool__kick(p); /* the first instance served: now make the zygote */
     /* Serve the queue first: the queued call pays no acquire at all. */
     while (inst->inflight < fn_capacity(fn) && !list_empty(&fn->queue)) {
         struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
@@ -347,7 +255,7 @@ static void instance_release(struct pool_sb *inst)
         c->queued = false;
         fn->queue_len--;
         c->acquire = POOL_ACQUIRE_WARM;
-        instance_run(inst, c);
+        pool__instance_run(inst, c);
     }
     if (inst->inflight == 0)
         instance_make_idle(inst);
@@ -359,419 +267,12 @@ static void on_instance_reset(struct sandbox *sb, int status, void *data)
     if (status < 0) {
         log_warn("pool: reset of an instance of %s failed: %s", inst->fn->name,
                  strerror(-status));
-        psb_destroy(inst);
+        pool__psb_destroy(inst);
         return;
     }
     inst->calls = 0; /* as good as new */
     inst->state = PSB_IDLE;
-    instance_release(inst);
-}
-
-static void on_instance_exit(struct sandbox *sb, const char *why, void *data)
-{
-    struct pool_sb *inst = data;
-    log_info("pool: instance %" PRIu64 " of %s exited: %s", sandbox_id(sb),
-             inst->fn ? inst->fn->name : "?", why);
-    /* Calls in flight are failed by the sandbox core through their result
-     * callbacks; what is left is to stop using the instance. */
-    if (inst->state == PSB_IDLE)
-        psb_destroy(inst);
-    else
-        inst->retiring = true;
-}
-
-static void on_instance_log(struct sandbox *sb, int stream, const char *line, size_t len,
-                            void *data)
-{
-    struct pool_sb *psb = data;
-    if (psb->fn)
-        pool__log_add(&psb->fn->log, sandbox_id(sb), stream, line, len);
-}
-
-static void on_instance_forked(struct sandbox *sb, int status, void *data)
-{
-    struct pool_sb *inst = data;
-    struct pool_call *c = inst->reserved;
-    inst->reserved = NULL;
-
-    if (status < 0) {
-        const char *why = sb ? sandbox_last_error(sb) : NULL;
-        log_warn("pool: fork of %s failed: %s", inst->fn->name,
-                 why && why[0] ? why : strerror(-status));
-        if (c)
-            call_finish_error(c, 502, SANDBOX_ERR_INTERNAL, "sandbox failed",
-                              why && why[0] ? why : "could not start an instance of the function");
-        psb_destroy(inst);
-        return;
-    }
-    if (c && !c->cancelled) {
-        c->t_acquired = ember_now_ns();
-        c->acquire = inst->acquire;
-        instance_run(inst, c);
-        return;
-    }
-    if (c) { /* cancelled while the instance started */
-        acquired_done(c);
-        store_record_unref(c->rec);
-        free(c);
-    }
-    instance_release(inst);
-}
-
-static void instance_fork(struct pool_sb *inst)
-{
-    struct pool_sb *z = inst->zygote;
-    int r = sandbox_fork(z->sb, &inst->sb, on_instance_forked, inst);
-    if (r < 0) {
-        on_instance_forked(NULL, r, inst);
-        return;
-    }
-    struct sandbox_events ev = {.on_exit = on_instance_exit, .on_log = on_instance_log,
-                                .data = inst};
-    sandbox_set_events(inst->sb, &ev);
-}
-
-/* ---- zygotes ------------------------------------------------------------- */
-
-static void zygote_fail_waiters(struct pool_sb *z, const char *detail)
-{
-    struct list *pos, *tmp;
-    list_foreach_safe(pos, tmp, &z->waiters)
-    {
-        struct pool_sb *inst = list_entry(pos, struct pool_sb, wait_link);
-        list_remove(&inst->wait_link);
-        struct pool_call *c = inst->reserved;
-        inst->reserved = NULL;
-        if (c)
-            call_finish_error(c, 502, SANDBOX_ERR_INTERNAL, "function failed to initialize",
-                              detail);
-        inst->zygote = NULL;
-        z->children--;
-        psb_destroy(inst);
-    }
-}
-
-static void on_zygote_exit(struct sandbox *sb, const char *why, void *data)
-{
-    struct pool_sb *z = data;
-    log_warn("pool: zygote of %s exited: %s", z->fn ? z->fn->name : "?", why);
-    if (z->fn && z->fn->zygote == z) {
-        /* Its instances die with it; they report their own exits. New calls
-         * will make a new zygote. */
-        z->fn->zygote = NULL;
-        list_insert_tail(&z->fn->zygotes, &z->link);
-    }
-    z->retiring = true;
-    if (z->state == PSB_ZYGOTE && z->children == 0)
-        psb_destroy(z);
-}
-
-static void on_zygote_ready(struct sandbox *sb, int status, void *data)
-{
-    struct pool_sb *z = data;
-
-    if (status < 0) {
-        char detail[256];
-        const char *why = sb ? sandbox_last_error(sb) : NULL;
-        snprintf(detail, sizeof(detail), "%s", why && why[0] ? why : strerror(-status));
-        log_warn("pool: %s failed to initialize: %s", z->fn->name, detail);
-        z->fn->errors++;
-        zygote_fail_waiters(z, detail);
-        z->children = 0;
-        if (z->fn->zygote == z)
-            z->fn->zygote = NULL;
-        psb_destroy(z);
-        return;
-    }
-    z->state = PSB_ZYGOTE;
-    z->last_used_ns = ember_now_ns();
-    uint64_t init_ns = sandbox_init_ns(sb);
-
-    struct list *pos, *tmp;
-    list_foreach_safe(pos, tmp, &z->waiters)
-    {
-        struct pool_sb *inst = list_entry(pos, struct pool_sb, wait_link);
-        list_remove(&inst->wait_link);
-        if (inst->reserved)
-            inst->reserved->init_ns = init_ns;
-        instance_fork(inst);
-    }
-    if (z->retiring && z->children == 0)
-        psb_destroy(z);
-}
-
-/*
- * Specialize @psb's sandbox to its function version. The events go to
- * @on_exit (and the function's log); @done gets the outcome, also when
- * sandbox_specialize refuses at once.
- */
-static void specialize(struct pool_sb *psb, sandbox_exit_cb on_exit, sandbox_done_cb done)
-{
-    struct function_record *rec = psb->rec;
-    struct sandbox_spec spec = {
-        .function = rec->name,
-        .version = rec->version,
-        .package_dir = rec->package_dir,
-        .snapshot_dir = rec->snapshot_dir,
-        .manifest = &rec->manifest,
-        .serve = psb->role == SANDBOX_ROLE_INSTANCE,
-    };
-    struct sandbox_events ev = {.on_exit = on_exit, .on_log = on_instance_log, .data = psb};
-    sandbox_set_events(psb->sb, &ev);
-    int r = sandbox_specialize(psb->sb, &spec, done, psb);
-    if (r < 0)
-        done(psb->sb, r, psb);
-}
-
-/* The stem cell (or the fresh sandbox) is ready: specialize it. */
-static void zygote_specialize(struct pool_sb *z)
-{
-    z->role = SANDBOX_ROLE_ZYGOTE;
-    specialize(z, on_zygote_exit, on_zygote_ready);
-}
-
-
-static enum sandbox_kind fn_kind(const struct pool *p, const struct pool_fn *fn)
-{
-    switch (fn->rec->manifest.sandbox) {
-    case MANIFEST_SANDBOX_CONTAINER:
-        return SANDBOX_CONTAINER;
-    case MANIFEST_SANDBOX_MICROVM:
-        return SANDBOX_MICROVM;
-    default:
-        return p->default_kind;
-    }
-}
-
-/*
- * Make the function's zygote from a stem cell if one is ready, else from a
- * new sandbox. Returns how (stem or cold), or -errno.
- */
-static int zygote_start(struct pool *p, struct pool_fn *fn, enum pool_acquire *how)
-{
-    enum sandbox_kind kind = fn_kind(p, fn);
-    if (!p->be[kind])
-        return -ENOTSUP;
-
-    struct pool_sb *z;
-    if (!list_empty(&p->stems[kind])) {
-        z = list_entry(p->stems[kind].next, struct pool_sb, link);
-        list_remove(&z->link);
-        p->n_stems[kind]--;
-        z->state = PSB_STARTING;
-        *how = POOL_ACQUIRE_STEM;
-    } else {
-        z = psb_new(p, kind, SANDBOX_ROLE_ZYGOTE);
-        if (!z)
-            return -ENOMEM;
-        *how = POOL_ACQUIRE_COLD;
-    }
-    /* A specialized stem cell never goes back to the generic pool: from here
-     * it belongs to this function version only. */
-    z->role = SANDBOX_ROLE_ZYGOTE;
-    z->fn = fn;
-    z->rec = fn->rec;
-    store_record_ref(z->rec);
-    z->acquire = *how;
-    charge(p, z, fn_memory(fn->rec));
-    fn->zygote = z;
-
-    if (*how == POOL_ACQUIRE_STEM) {
-        zygote_specialize(z);
-    } else {
-        int r = sandbox_create(p->be[kind], &z->sb, on_created, z);
-        if (r < 0) {
-            fn->zygote = NULL;
-            psb_destroy(z);
-            return r;
-        }
-        struct sandbox_events ev = {.on_exit = on_zygote_exit, .data = z};
-        sandbox_set_events(z->sb, &ev);
-    }
-    pool_kick(p); /* refill the stem cell we took, off this call's path */
-    return 0;
-}
-
-/*
- * The zygote of a function whose first instance served by itself, made
- * after that instance's call, from a spare stem cell: while no call waits
- * for an instance (on two cores it would slow them down), only with a stem
- * cell left over for the next first call (a stream of first calls needs
- * them more), and only within the budget as it stands: it is worth no
- * eviction. Without it, scale-out makes one on the call's path.
- */
-static void zygote_background(struct pool *p, struct pool_fn *fn)
-{
-    /* (Without instances and unused for a keep-alive, the sweep would
-     * retire it at once.) */
-    bool unused = fn->n_instances == 0 && fn->last_used_ns &&
-                  ember_now_ns() - fn->last_used_ns >= pool__fn_keepalive_ms(p, fn) * 1000000ull;
-    if (fn->zygote || fn->removed || !fn->rec || unused) {
-        fn->want_zygote = false;
-        return;
-    }
-    /* Not now: a later kick (the sweep's at the latest) tries again. */
-    if (p->acquiring > 0 || p->draining || p->n_stems[fn_kind(p, fn)] < 2 ||
-        p->mem_charged + fn_memory(fn->rec) > budget_bytes(p))
-        return;
-    enum pool_acquire how;
-    int r = zygote_start(p, fn, &how);
-    if (r < 0)
-        log_debug("pool: no zygote for %s: %s", fn->name, strerror(-r));
-    else
-        fn->want_zygote = false;
-}
-
-/* ---- instances that serve straight after specialize ---------------------- */
-
-static void on_direct_ready(struct sandbox *sb, int status, void *data)
-{
-    struct pool_sb *inst = data;
-    if (status == 0) {
-        if (inst->kind == SANDBOX_MICROVM)
-            inst->fn->snapshot_ready = true;
-        if (inst->reserved)
-            inst->reserved->init_ns = sandbox_init_ns(sb);
-    }
-    on_instance_forked(sb, status, inst);
-}
-
-static void direct_specialize(struct pool_sb *inst)
-{
-    specialize(inst, on_instance_exit, on_direct_ready);
-}
-
-/* A sandbox made from nothing for @data (a zygote, or a directly serving
- * instance) is up, or failed: specialize it for its function. */
-static void on_created(struct sandbox *sb, int status, void *data)
-{
-    struct pool_sb *psb = data;
-    bool direct = psb->role == SANDBOX_ROLE_INSTANCE;
-    if (status < 0) {
-        if (direct)
-            on_instance_forked(sb, status, psb);
-        else
-            on_zygote_ready(sb, status, psb);
-        return;
-    }
-    if (direct)
-        direct_specialize(psb);
-    else
-        zygote_specialize(psb);
-}
-
-/*
- * A backend whose specialized sandboxes serve calls themselves: the
- * function's snapshot on disk plays the zygote, and each instance is a stem
- * cell (or a new sandbox) specialized from it. Also a container function's
- * first instance: the stem cell serves the call itself rather than become a
- * zygote and fork (~0.5 ms less on a cold start); the zygote is made after
- * that call, off its path (fn_want_zygote).
- */
-static int instance_start_direct(struct pool *p, struct pool_fn *fn, enum sandbox_kind kind,
-                                 struct pool_call *c)
-{
-    struct pool_sb *inst;
-    enum pool_acquire how;
-    if (!list_empty(&p->stems[kind])) {
-        inst = list_entry(p->stems[kind].next, struct pool_sb, link);
-        list_remove(&inst->link);
-        p->n_stems[kind]--;
-        inst->state = PSB_STARTING;
-        how = kind == SANDBOX_MICROVM && fn->snapshot_ready ? POOL_ACQUIRE_SNAPSHOT
-                                                            : POOL_ACQUIRE_STEM;
-    } else {
-        inst = psb_new(p, kind, SANDBOX_ROLE_INSTANCE);
-        if (!inst)
-            return -ENOMEM;
-        how = POOL_ACQUIRE_COLD;
-    }
-    inst->role = SANDBOX_ROLE_INSTANCE;
-    inst->fn = fn;
-    inst->rec = fn->rec;
-    store_record_ref(inst->rec);
-    inst->reserved = c;
-    inst->acquire = how;
-    if (c && !c->acquiring) {
-        c->acquiring = true;
-        p->acquiring++;
-    }
-    charge(p, inst, fn_memory(fn->rec));
-    fn->n_instances++;
-    list_insert_tail(&fn->instances, &inst->link);
-    p->created[how]++;
-
-    if (how != POOL_ACQUIRE_COLD) {
-        direct_specialize(inst);
-    } else {
-        int r = sandbox_create(p->be[kind], &inst->sb, on_created, inst);
-        if (r < 0) {
-            inst->reserved = NULL;
-            psb_destroy(inst);
-            return r;
-        }
-        struct sandbox_events ev = {.on_exit = on_instance_exit, .data = inst};
-        sandbox_set_events(inst->sb, &ev);
-    }
-    pool_kick(p);
-    return 0;
-}
-
-/*
- * Start a new instance of @fn, for call @c (or none, for min_warm). The
- * caller checked max_instances and the memory budget.
- */
-static int instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *c)
-{
-    enum sandbox_kind kind = fn_kind(p, fn);
-    if (!p->be[kind])
-        return -ENOTSUP;
-    if (sandbox_backend_specialized_serves(p->be[kind]))
-        return instance_start_direct(p, fn, kind, c);
-    /* Once per zygote-less spell: a function that needs instances again
-     * before its zygote could be made in the background (fresh_per_call,
-     * max_calls_per_instance, no spare stem cell) makes it now. */
-    if (!fn->zygote && fn->n_instances == 0 && !fn->want_zygote) {
-        fn->want_zygote = true;
-        return instance_start_direct(p, fn, kind, c);
-    }
-
-    enum pool_acquire how = POOL_ACQUIRE_ZYGOTE;
-    if (!fn->zygote) {
-        if (!make_room(p, 2 * fn_memory(fn->rec)))
-            return -ENOMEM;
-        int r = zygote_start(p, fn, &how);
-        if (r < 0)
-            return r;
-    }
-    struct pool_sb *z = fn->zygote;
-    if (z->state == PSB_STARTING && how == POOL_ACQUIRE_ZYGOTE)
-        how = z->acquire; /* waits for a zygote still being made: same cost */
-
-    struct pool_sb *inst = psb_new(p, z->kind, SANDBOX_ROLE_INSTANCE);
-    if (!inst)
-        return -ENOMEM;
-    inst->fn = fn;
-    inst->rec = fn->rec;
-    store_record_ref(inst->rec);
-    inst->zygote = z;
-    z->children++;
-    inst->reserved = c;
-    inst->acquire = how;
-    if (c && !c->acquiring) {
-        c->acquiring = true;
-        p->acquiring++;
-    }
-    charge(p, inst, fn_memory(fn->rec));
-    fn->n_instances++;
-    list_insert_tail(&fn->instances, &inst->link);
-    p->created[how]++;
-
-    if (z->state == PSB_ZYGOTE)
-        instance_fork(inst);
-    else
-        list_insert_tail(&z->waiters, &inst->wait_link);
-    return 0;
+    pool__instance_release(inst);
 }
 
 /* ---- calls ------------------------------------------------------------------ */
@@ -799,7 +300,7 @@ static void service_sample(struct pool_fn *fn, enum pool_acquire how, uint64_t r
 static void call_complete(struct pool_call *c, struct pool_result *res)
 {
     struct pool *p = c->pool;
-    acquired_done(c);
+    pool__acquired_done(c);
     struct pool_fn *fn = c->fn;
     uint64_t now = ember_now_ns();
 
@@ -847,8 +348,8 @@ static void call_complete(struct pool_call *c, struct pool_result *res)
     free(c);
 }
 
-static void call_finish_error(struct pool_call *c, int http_status, enum sandbox_error err,
-                              const char *error_name, const char *detail)
+void pool__call_finish_error(struct pool_call *c, int http_status, enum sandbox_error err,
+                             const char *error_name, const char *detail)
 {
     if (c->queued) {
         list_remove(&c->link);
@@ -899,16 +400,16 @@ static void on_call_result(struct sandbox *sb, const struct sandbox_result *sres
         sres->error != SANDBOX_ERR_TOO_LARGE)
         inst->retiring = true; /* killed, crashed or untrustworthy: never reuse */
     if (inst->inflight == 0 || !inst->retiring)
-        instance_release(inst);
+        pool__instance_release(inst);
 }
 
-static void instance_run(struct pool_sb *inst, struct pool_call *c)
+void pool__instance_run(struct pool_sb *inst, struct pool_call *c)
 {
     if (!c->t_dequeue)
         c->t_dequeue = ember_now_ns();
     if (!c->t_acquired)
         c->t_acquired = ember_now_ns();
-    acquired_done(c);
+    pool__acquired_done(c);
     c->psb = inst;
     inst->inflight++;
     inst->state = PSB_BUSY;
@@ -919,9 +420,9 @@ static void instance_run(struct pool_sb *inst, struct pool_call *c)
         inst->inflight--;
         inst->retiring = true;
         c->psb = NULL;
-        call_finish_error(c, 502, SANDBOX_ERR_INTERNAL, "sandbox failed", strerror(-r));
+        pool__call_finish_error(c, 502, SANDBOX_ERR_INTERNAL, "sandbox failed", strerror(-r));
         if (inst->inflight == 0)
-            psb_destroy(inst);
+            pool__psb_destroy(inst);
     }
 }
 
@@ -998,26 +499,26 @@ static bool call_place(struct pool *p, struct pool_fn *fn, struct pool_call *c)
     struct pool_sb *warm = find_warm(fn);
     if (warm) {
         c->acquire = POOL_ACQUIRE_WARM;
-        instance_run(warm, c);
+        pool__instance_run(warm, c);
         return true;
     }
     if (worth_waiting(p, fn, c))
         return false;
     if (fn->n_instances >= pool__fn_max_instances(p, fn))
         return false;
-    if (!make_room(p, fn_memory(fn->rec)))
+    if (!pool__make_room(p, pool__fn_memory(fn->rec)))
         return false;
     if (!c->t_dequeue)
         c->t_dequeue = ember_now_ns();
-    int r = instance_start(p, fn, c);
+    int r = pool__instance_start(p, fn, c);
     if (r == -ENOMEM)
         return false;
     if (r < 0) {
         char detail[300];
-        enum sandbox_kind kind = fn_kind(p, fn);
+        enum sandbox_kind kind = pool__fn_kind(p, fn);
         snprintf(detail, sizeof(detail), "%s backend unavailable: %s", sandbox_kind_name(kind),
                  p->be_err[kind][0] ? p->be_err[kind] : strerror(-r));
-        call_finish_error(c, 503, SANDBOX_ERR_INTERNAL, "backend unavailable", detail);
+        pool__call_finish_error(c, 503, SANDBOX_ERR_INTERNAL, "backend unavailable", detail);
     }
     return true;
 }
@@ -1048,12 +549,12 @@ void pool_invoke(struct pool *p, struct function_record *rec, const struct sandb
         c->call.timeout_ms = rec->manifest.timeout_ms;
 
     if (p->draining) {
-        call_finish_error(c, 503, SANDBOX_ERR_GONE, "draining", "emberd is shutting down");
+        pool__call_finish_error(c, 503, SANDBOX_ERR_GONE, "draining", "emberd is shutting down");
         return;
     }
     struct pool_fn *fn = pool__fn_get(p, rec->name, true);
     if (!fn) {
-        call_finish_error(c, 500, SANDBOX_ERR_INTERNAL, "out of memory", "emberd");
+        pool__call_finish_error(c, 500, SANDBOX_ERR_INTERNAL, "out of memory", "emberd");
         return;
     }
     c->fn = fn;
@@ -1070,15 +571,15 @@ void pool_invoke(struct pool *p, struct function_record *rec, const struct sandb
     if (fn->queue_len >= pool__fn_queue_length(p, fn)) {
         if (ticket)
             *ticket = NULL;
-        call_finish_error(c, 429, SANDBOX_OK, "too many requests",
-                          "the function's instances and queue are full");
+        pool__call_finish_error(c, 429, SANDBOX_OK, "too many requests",
+                                "the function's instances and queue are full");
         return;
     }
     c->queued = true;
     c->deadline_ns = c->t_arrive + pool__fn_queue_timeout_ms(p, fn) * 1000000ull;
     list_insert_tail(&fn->queue, &c->link);
     fn->queue_len++;
-    pool_kick(p);
+    pool__kick(p);
 }
 
 void pool_ticket_cancel(struct pool_ticket *t)
@@ -1126,7 +627,7 @@ static void fn_retire_instances(struct pool_fn *fn, bool all)
         if (!all && inst->rec == fn->rec)
             continue;
         if (inst->state == PSB_IDLE)
-            psb_destroy(inst);
+            pool__psb_destroy(inst);
         else
             inst->retiring = true;
     }
@@ -1138,7 +639,7 @@ static void fn_retire_instances(struct pool_fn *fn, bool all)
             fn->zygote = NULL;
             list_insert_tail(&fn->zygotes, &z->link);
         } else {
-            psb_destroy(z);
+            pool__psb_destroy(z);
         }
     }
 }
@@ -1166,7 +667,7 @@ void pool_function_update(struct pool *p, struct function_record *rec)
         fn_retire_instances(fn, false);
         store_record_unref(old);
     }
-    pool_kick(p);
+    pool__kick(p);
 }
 
 void pool_function_remove(struct pool *p, const char *name)
@@ -1177,7 +678,7 @@ void pool_function_remove(struct pool *p, const char *name)
     fn->removed = true;
     while (!list_empty(&fn->queue)) {
         struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
-        call_finish_error(c, 404, SANDBOX_ERR_GONE, "not found", "the function was deleted");
+        pool__call_finish_error(c, 404, SANDBOX_ERR_GONE, "not found", "the function was deleted");
     }
     fn_retire_instances(fn, true);
 }
@@ -1191,8 +692,8 @@ static void sweep_fn(struct pool *p, struct pool_fn *fn, uint64_t now)
         struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
         if (c->deadline_ns > now)
             break;
-        call_finish_error(c, 429, SANDBOX_OK, "too many requests",
-                          "queue timeout: no instance became free in time");
+        pool__call_finish_error(c, 429, SANDBOX_OK, "too many requests",
+                                "queue timeout: no instance became free in time");
     }
 
     if (fn->removed || !fn->rec)
@@ -1208,18 +709,19 @@ static void sweep_fn(struct pool *p, struct pool_fn *fn, uint64_t now)
             break;
         struct pool_sb *inst = list_entry(pos, struct pool_sb, link);
         if (inst->state == PSB_IDLE && now - inst->last_used_ns >= ttl_ns)
-            psb_destroy(inst);
+            pool__psb_destroy(inst);
     }
     /* A zygote with nothing to parent for a keep-alive goes too. */
     if (fn->zygote && fn->zygote->state == PSB_ZYGOTE && fn->zygote->children == 0 &&
         min_warm == 0 && list_empty(&fn->queue) && now - fn->last_used_ns >= ttl_ns &&
         now - fn->zygote->last_used_ns >= ttl_ns)
-        psb_destroy(fn->zygote);
+        pool__psb_destroy(fn->zygote);
 
     /* Provisioned concurrency. */
     while (!p->draining && fn->n_instances < min_warm &&
-           fn->n_instances < pool__fn_max_instances(p, fn) && make_room(p, fn_memory(fn->rec))) {
-        if (instance_start(p, fn, NULL) < 0)
+           fn->n_instances < pool__fn_max_instances(p, fn) &&
+           pool__make_room(p, pool__fn_memory(fn->rec))) {
+        if (pool__instance_start(p, fn, NULL) < 0)
             break;
     }
 }
@@ -1233,7 +735,7 @@ static void on_sweep(uv_timer_t *t)
     {
         sweep_fn(p, list_entry(pos, struct pool_fn, link), now);
     }
-    pool_kick(p);
+    pool__kick(p);
 }
 
 /* Place what the queues hold; with @zygotes also make the zygotes that
@@ -1247,7 +749,7 @@ static void dispatch_all(struct pool *p, bool zygotes)
         if (!list_empty(&fn->queue))
             dispatch_fn(p, fn);
         if (zygotes && fn->want_zygote)
-            zygote_background(p, fn);
+            pool__zygote_background(p, fn);
     }
 }
 
@@ -1259,7 +761,7 @@ static void on_kick(uv_idle_t *h)
     if (p->draining)
         return;
     dispatch_all(p, true);
-    stems_refill(p);
+    pool__stems_refill(p);
 }
 
 /* Calls that chose to wait for a busy instance: those that waited too long
@@ -1271,7 +773,7 @@ static void on_rescan(uv_timer_t *t)
         dispatch_all(p, false);
 }
 
-static void pool_kick(struct pool *p)
+void pool__kick(struct pool *p)
 {
     if (p->kick_pending || p->draining)
         return;
@@ -1281,8 +783,8 @@ static void pool_kick(struct pool *p)
 
 void pool__knobs_changed(struct pool *p)
 {
-    make_room(p, 0);
-    pool_kick(p);
+    pool__make_room(p, 0);
+    pool__kick(p);
     on_sweep(&p->sweep);
 }
 
@@ -1312,7 +814,7 @@ int pool_open(const struct pool_config *cfg, struct pool **out, struct ember_err
     uv_idle_init(p->loop, &p->kick);
     p->kick.data = p;
     uv_timer_start(&p->sweep, on_sweep, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
-    pool_kick(p);
+    pool__kick(p);
     *out = p;
     return 0;
 }
@@ -1366,14 +868,15 @@ void pool_shutdown(struct pool *p, void (*done)(void *data), void *data)
         struct pool_fn *fn = list_entry(pos, struct pool_fn, link);
         while (!list_empty(&fn->queue)) {
             struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
-            call_finish_error(c, 503, SANDBOX_ERR_GONE, "draining", "emberd is shutting down");
+            pool__call_finish_error(c, 503, SANDBOX_ERR_GONE, "draining",
+                                    "emberd is shutting down");
         }
         struct list *ip, *it;
         list_foreach_safe(ip, it, &fn->instances)
         {
             struct pool_sb *inst = list_entry(ip, struct pool_sb, link);
             if (inst->state != PSB_STARTING)
-                psb_destroy(inst);
+                pool__psb_destroy(inst);
             else
                 inst->retiring = true;
         }
@@ -1383,12 +886,12 @@ void pool_shutdown(struct pool *p, void (*done)(void *data), void *data)
         {
             struct pool_sb *z = list_entry(zp, struct pool_sb, link);
             if (z->children == 0 && z->state != PSB_STARTING)
-                psb_destroy(z);
+                pool__psb_destroy(z);
         }
     }
     for (int k = 0; k < SANDBOX_KIND_COUNT; k++) {
         while (!list_empty(&p->stems[k]))
-            psb_destroy(list_entry(p->stems[k].next, struct pool_sb, link));
+            pool__psb_destroy(list_entry(p->stems[k].next, struct pool_sb, link));
     }
     maybe_drain_done(p);
 }

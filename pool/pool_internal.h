@@ -1,6 +1,6 @@
 /* pool_internal.h - the pool's data structures, shared by pool.c (policy),
- * knobs.c (configuration) and stats.c (metrics, histograms, logs). Not for
- * use outside pool/. */
+ * start.c (where instances come from), knobs.c (configuration) and stats.c
+ * (metrics, histograms, logs). Not for use outside pool/. */
 #ifndef EMBER_POOL_INTERNAL_H
 #define EMBER_POOL_INTERNAL_H
 
@@ -79,7 +79,7 @@ struct pool_sb {
     uint64_t calls;
     uint64_t last_used_ns;
     bool retiring;                   /* destroy once idle */
-    bool destroying;                 /* inside psb_destroy: ignore callbacks */
+    bool destroying;                 /* inside pool__psb_destroy: ignore callbacks */
     struct pool_call *reserved;      /* call that waits for this instance */
     enum pool_acquire acquire;       /* how this instance came to be */
     uint64_t started_ns;
@@ -184,5 +184,38 @@ int pool__fn_knobs_parse(const json_t *obj, struct pool_fn_knobs *k, const char 
 /** Knobs changed: evict down to the budget, refill stems, honour min_warm. */
 void pool__knobs_changed(struct pool *p);
 const char *pool__state_name(enum pool_sb_state s);
+/** The memory budget, in bytes. */
+uint64_t pool__budget_bytes(const struct pool *p);
+/** Set what @psb holds in the memory ledger to @bytes (0 gives it all back). */
+void pool__charge(struct pool *p, struct pool_sb *psb, uint64_t bytes);
+/** What one sandbox of @rec is charged: its manifest's memory_mb, in bytes. */
+uint64_t pool__fn_memory(const struct function_record *rec);
+/** A new pool_sb in PSB_STARTING, counted as live; NULL when out of memory. */
+struct pool_sb *pool__psb_new(struct pool *p, enum sandbox_kind kind, enum sandbox_role role);
+/** The one cleanup path of a pool_sb (a zygote with children only retires). */
+void pool__psb_destroy(struct pool_sb *psb);
+/** Evict until @need more bytes fit in the budget; true if they do. */
+bool pool__make_room(struct pool *p, uint64_t need);
+/** An instance finished a call or became ready: serve the queue, idle or recycle it. */
+void pool__instance_release(struct pool_sb *inst);
+/** A call stopped waiting for a new instance (it got one, or failed). */
+void pool__acquired_done(struct pool_call *c);
+/** Fail call @c with @http_status and complete it (taking it off its queue). */
+void pool__call_finish_error(struct pool_call *c, int http_status, enum sandbox_error err,
+                             const char *error_name, const char *detail);
+/** Run call @c on @inst, which has room for it. */
+void pool__instance_run(struct pool_sb *inst, struct pool_call *c);
+/** Walk the lists on the next loop iteration: dispatch, zygotes, stem cells. */
+void pool__kick(struct pool *p);
+
+/* start.c */
+/** Start stem cells until the knob's count is ready or starting, within budget. */
+void pool__stems_refill(struct pool *p);
+/** Make the zygote @fn wants, off any call's path, if now is a good time. */
+void pool__zygote_background(struct pool *p, struct pool_fn *fn);
+/** Start an instance of @fn for @c (NULL: min_warm); 0 or -errno. */
+int pool__instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *c);
+/** The sandbox kind @fn's manifest asks for, else the pool's default. */
+enum sandbox_kind pool__fn_kind(const struct pool *p, const struct pool_fn *fn);
 
 #endif
