@@ -1,10 +1,10 @@
-/* pool.c - the warm pool's policy: which sandbox serves a call, when new
- * ones are made (start.c makes them), when they are recycled, and what is
- * refused.
+/* pool.c - the warm pool's own life: what its sandboxes cost against the
+ * memory budget, when they are recycled or evicted, the functions it knows,
+ * its periodic work, open and shutdown. start.c makes sandboxes; calls.c
+ * places calls on them.
  *
  * Ownership: the pool owns every sandbox it creates through a struct pool_sb,
- * and frees it only in pool__psb_destroy (the one cleanup path). Calls are
- * owned by the pool from pool_invoke until their callback (or cancel).
+ * and frees it only in pool__psb_destroy (the one cleanup path).
  *
  * Re-entrancy: sandbox callbacks may arrive while the pool walks its lists,
  * so work that walks several lists (dispatching queued calls, refilling stem
@@ -25,8 +25,6 @@
 #define SWEEP_INTERVAL_MS 50
 #define MB (1024ull * 1024ull)
 
-static void on_rescan(uv_timer_t *t);
-static void dispatch_fn(struct pool *p, struct pool_fn *fn);
 static void maybe_drain_done(struct pool *p);
 
 const char *pool_acquire_name(enum pool_acquire a)
@@ -147,16 +145,6 @@ void pool__psb_destroy(struct pool_sb *psb)
     maybe_drain_done(p);
 }
 
-/* A call stopped waiting for a new instance (it got one, or failed). */
-void pool__acquired_done(struct pool_call *c)
-{
-    if (!c->acquiring)
-        return;
-    c->acquiring = false;
-    c->pool->acquiring--;
-    pool__kick(c->pool); /* the stem cell refill waited for this */
-}
-
 /* ---- eviction ------------------------------------------------------------ */
 
 /*
@@ -201,7 +189,7 @@ bool pool__make_room(struct pool *p, uint64_t need)
 
 /* ---- instances ------------------------------------------------------------ */
 
-static uint32_t fn_capacity(const struct pool_fn *fn)
+uint32_t pool__fn_capacity(const struct pool_fn *fn)
 {
     return fn->rec->manifest.concurrency ? fn->rec->manifest.concurrency : 1;
 }
@@ -249,7 +237,7 @@ void pool__instance_release(struct pool_sb *inst)
     if (fn->want_zygote)
         pool__kick(p); /* the first instance served: now make the zygote */
     /* Serve the queue first: the queued call pays no acquire at all. */
-    while (inst->inflight < fn_capacity(fn) && !list_empty(&fn->queue)) {
+    while (inst->inflight < pool__fn_capacity(fn) && !list_empty(&fn->queue)) {
         struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
         list_remove(&c->link);
         c->queued = false;
@@ -273,347 +261,6 @@ static void on_instance_reset(struct sandbox *sb, int status, void *data)
     inst->calls = 0; /* as good as new */
     inst->state = PSB_IDLE;
     pool__instance_release(inst);
-}
-
-/* ---- calls ------------------------------------------------------------------ */
-
-/*
- * How long a call holds an instance, for worth_waiting: a moving average
- * (1/8 weight) of warm calls' run time as emberd sees it, the answer's wait
- * for the loop included -- that is how long the instance is unavailable.
- * (The fastest recent call was tried: it ignores that wait, so under load
- * the pool kept too few instances and an open-loop p99 went from 2 ms to
- * 70 ms.) A sample counts for at most 4 times the average, so one outlier
- * (a preempted call) does not move it much; a new instance's first call
- * (first touch of everything) only seeds it.
- */
-static void service_sample(struct pool_fn *fn, enum pool_acquire how, uint64_t run_ns)
-{
-    uint64_t e = fn->run_ewma_ns, s = run_ns ? run_ns : 1;
-    if (how != POOL_ACQUIRE_WARM && e)
-        return;
-    if (e && s > 4 * e)
-        s = 4 * e;
-    fn->run_ewma_ns = e ? e - e / 8 + s / 8 : s;
-}
-
-static void call_complete(struct pool_call *c, struct pool_result *res)
-{
-    struct pool *p = c->pool;
-    pool__acquired_done(c);
-    struct pool_fn *fn = c->fn;
-    uint64_t now = ember_now_ns();
-
-    res->invocation_id = c->id;
-    res->acquire = c->acquire;
-    res->queue_ns = c->t_dequeue > c->t_arrive ? c->t_dequeue - c->t_arrive : 0;
-    if (res->acquired) {
-        res->acquire_ns = c->t_acquired > c->t_dequeue ? c->t_acquired - c->t_dequeue : 0;
-        res->init_ns = c->init_ns;
-    }
-
-    p->calls++;
-    if (fn) {
-        fn->calls++;
-        fn->last_used_ns = now;
-        if (res->acquired) {
-            service_sample(fn, c->acquire, res->run_ns);
-            fn->last_done_ns = now;
-            fn->acquired[c->acquire]++;
-            pool__hist_add(&fn->acquire_hist, res->acquire_ns);
-            pool__hist_add(&fn->run_hist, res->run_ns);
-            pool__hist_add(&fn->queue_hist, res->queue_ns);
-        }
-        if (res->http_status >= 500 || res->error != SANDBOX_OK)
-            fn->errors++;
-        if (res->error == SANDBOX_ERR_TIMEOUT)
-            fn->timeouts++;
-        else if (res->error == SANDBOX_ERR_OOM)
-            fn->ooms++;
-        else if (res->error == SANDBOX_ERR_CRASH)
-            fn->crashes++;
-        if (res->http_status == 429)
-            fn->rejected++;
-    }
-    if (res->acquired) {
-        pool__hist_add(&p->acquire_hist, res->acquire_ns);
-        pool__hist_add(&p->run_hist, res->run_ns);
-    }
-    if (res->error != SANDBOX_OK || res->http_status >= 500)
-        p->errors++;
-
-    if (!c->cancelled)
-        c->cb(res, c->data);
-    store_record_unref(c->rec);
-    free(c);
-}
-
-void pool__call_finish_error(struct pool_call *c, int http_status, enum sandbox_error err,
-                             const char *error_name, const char *detail)
-{
-    if (c->queued) {
-        list_remove(&c->link);
-        c->queued = false;
-        c->fn->queue_len--;
-    }
-    if (!c->t_dequeue)
-        c->t_dequeue = ember_now_ns();
-    struct pool_result res = {
-        .http_status = http_status,
-        .error = err,
-        .error_name = error_name,
-        .detail = detail,
-    };
-    if (http_status == 429) {
-        res.retry_after_s = 1;
-        c->pool->rejected++;
-    }
-    call_complete(c, &res);
-}
-
-static void on_call_result(struct sandbox *sb, const struct sandbox_result *sres, void *data)
-{
-    struct pool_call *c = data;
-    struct pool_sb *inst = c->psb;
-
-    struct pool_result res = {
-        .http_status = sres->error == SANDBOX_OK ? sres->status
-                                                 : sandbox_error_http_status(sres->error),
-        .error = sres->error,
-        .error_name = sres->error == SANDBOX_OK ? NULL : sandbox_error_name(sres->error),
-        .detail = sres->error == SANDBOX_OK ? NULL : sres->detail,
-        .headers = sres->headers,
-        .n_headers = sres->n_headers,
-        .body = sres->body,
-        .body_len = sres->body_len,
-        .acquired = true,
-        .run_ns = sres->run_ns,
-    };
-    call_complete(c, &res);
-
-    inst->inflight--;
-    if (inst->destroying)
-        return;
-    inst->calls++;
-    inst->last_used_ns = ember_now_ns();
-    if (sres->error != SANDBOX_OK && sres->error != SANDBOX_ERR_HANDLER &&
-        sres->error != SANDBOX_ERR_TOO_LARGE)
-        inst->retiring = true; /* killed, crashed or untrustworthy: never reuse */
-    if (inst->inflight == 0 || !inst->retiring)
-        pool__instance_release(inst);
-}
-
-void pool__instance_run(struct pool_sb *inst, struct pool_call *c)
-{
-    if (!c->t_dequeue)
-        c->t_dequeue = ember_now_ns();
-    if (!c->t_acquired)
-        c->t_acquired = ember_now_ns();
-    pool__acquired_done(c);
-    c->psb = inst;
-    inst->inflight++;
-    inst->state = PSB_BUSY;
-    list_remove(&inst->lru);
-
-    int r = sandbox_invoke(inst->sb, &c->call, on_call_result, c);
-    if (r < 0) {
-        inst->inflight--;
-        inst->retiring = true;
-        c->psb = NULL;
-        pool__call_finish_error(c, 502, SANDBOX_ERR_INTERNAL, "sandbox failed", strerror(-r));
-        if (inst->inflight == 0)
-            pool__psb_destroy(inst);
-    }
-}
-
-/* Find an idle (or not full) instance of the current version, most recently
- * used first so that the others age out. */
-static struct pool_sb *find_warm(struct pool_fn *fn)
-{
-    struct pool_sb *best = NULL;
-    uint32_t cap = fn_capacity(fn);
-    struct list *pos;
-    for (pos = fn->instances.next; pos != &fn->instances; pos = pos->next) {
-        struct pool_sb *inst = list_entry(pos, struct pool_sb, link);
-        if (inst->rec != fn->rec || inst->retiring || inst->reserved)
-            continue;
-        if (inst->state != PSB_IDLE && inst->state != PSB_BUSY)
-            continue;
-        if (inst->inflight >= cap)
-            continue;
-        /* fresh_per_call: only an instance no call has touched yet (a
-         * pristine one from min_warm, or one reset to its snapshot) */
-        if (fn->rec->manifest.fresh_per_call && (inst->state != PSB_IDLE || inst->calls > 0))
-            continue;
-        if (!best || inst->last_used_ns > best->last_used_ns)
-            best = inst;
-    }
-    return best;
-}
-
-/*
- * All instances are busy: is waiting for one cheaper than a new instance?
- * A call queued behind calls that run ~30 us is served before a fork would
- * be done, and on few cores every extra instance costs the others a
- * wake-up per call. So the call waits if the instances should get to it
- * (the calls queued ahead, spread over the busy instances, at what a call
- * costs one) within the function's "scale_out_wait_us" (0: never wait).
- * Once it has waited POOL_SCALE_OUT_STUCK times that while no instance
- * finished a call for as long (they are stuck in long calls, not just
- * busy), it waits no more: on_rescan places it.
- */
-static bool worth_waiting(struct pool *p, struct pool_fn *fn, struct pool_call *c)
-{
-    uint64_t limit = pool__fn_scale_out_wait_us(p, fn) * 1000ull;
-    uint64_t service = fn->run_ewma_ns;
-    if (limit == 0 || service == 0 || fn->rec->manifest.fresh_per_call ||
-        fn->queue_len >= pool__fn_queue_length(p, fn))
-        return false; /* (a full queue would turn the wait into a 429) */
-    /* Instances being made count: they serve the queue once up. */
-    uint64_t busy = 0;
-    struct list *pos;
-    for (pos = fn->instances.next; pos != &fn->instances; pos = pos->next) {
-        struct pool_sb *inst = list_entry(pos, struct pool_sb, link);
-        if (inst->rec == fn->rec && !inst->retiring &&
-            (inst->state == PSB_BUSY || inst->state == PSB_STARTING))
-            busy++;
-    }
-    uint64_t now = ember_now_ns(), stuck = POOL_SCALE_OUT_STUCK * limit;
-    if (busy == 0 || (now - c->t_arrive >= stuck && now - fn->last_done_ns >= stuck))
-        return false;
-    uint64_t wait = (fn->queue_len + 1) * service / (busy * fn_capacity(fn));
-    if (wait >= limit)
-        return false;
-    /* Look again once this call would count as stuck (sooner if another
-     * function asked for sooner). */
-    uint64_t due_ms = stuck / 1000000 + 1;
-    if (!uv_is_active((uv_handle_t *)&p->rescan) || uv_timer_get_due_in(&p->rescan) > due_ms)
-        uv_timer_start(&p->rescan, on_rescan, due_ms, 0);
-    return true;
-}
-
-/* Try to place @c now: warm instance, or a new one. Returns false if it has
- * to wait. */
-static bool call_place(struct pool *p, struct pool_fn *fn, struct pool_call *c)
-{
-    struct pool_sb *warm = find_warm(fn);
-    if (warm) {
-        c->acquire = POOL_ACQUIRE_WARM;
-        pool__instance_run(warm, c);
-        return true;
-    }
-    if (worth_waiting(p, fn, c))
-        return false;
-    if (fn->n_instances >= pool__fn_max_instances(p, fn))
-        return false;
-    if (!pool__make_room(p, pool__fn_memory(fn->rec)))
-        return false;
-    if (!c->t_dequeue)
-        c->t_dequeue = ember_now_ns();
-    int r = pool__instance_start(p, fn, c);
-    if (r == -ENOMEM)
-        return false;
-    if (r < 0) {
-        char detail[300];
-        enum sandbox_kind kind = pool__fn_kind(p, fn);
-        snprintf(detail, sizeof(detail), "%s backend unavailable: %s", sandbox_kind_name(kind),
-                 p->be_err[kind][0] ? p->be_err[kind] : strerror(-r));
-        pool__call_finish_error(c, 503, SANDBOX_ERR_INTERNAL, "backend unavailable", detail);
-    }
-    return true;
-}
-
-void pool_invoke(struct pool *p, struct function_record *rec, const struct sandbox_call *call,
-                 pool_result_cb cb, void *data, struct pool_ticket **ticket)
-{
-    if (ticket)
-        *ticket = NULL;
-    struct pool_call *c = calloc(1, sizeof(*c));
-    if (!c) {
-        struct pool_result res = {.http_status = 500, .error = SANDBOX_ERR_INTERNAL,
-                                  .error_name = "out of memory", .detail = "emberd"};
-        cb(&res, data);
-        return;
-    }
-    list_init(&c->link);
-    c->pool = p;
-    c->rec = rec;
-    store_record_ref(rec);
-    c->call = *call;
-    c->cb = cb;
-    c->data = data;
-    c->id = ++p->next_call_id;
-    c->call.id = (uint32_t)c->id;
-    c->t_arrive = ember_now_ns();
-    if (c->call.timeout_ms == 0)
-        c->call.timeout_ms = rec->manifest.timeout_ms;
-
-    if (p->draining) {
-        pool__call_finish_error(c, 503, SANDBOX_ERR_GONE, "draining", "emberd is shutting down");
-        return;
-    }
-    struct pool_fn *fn = pool__fn_get(p, rec->name, true);
-    if (!fn) {
-        pool__call_finish_error(c, 500, SANDBOX_ERR_INTERNAL, "out of memory", "emberd");
-        return;
-    }
-    c->fn = fn;
-    if (fn->rec != rec && (!fn->rec || strcmp(fn->rec->version, rec->version) != 0))
-        pool_function_update(p, rec);
-
-    if (ticket)
-        *ticket = (struct pool_ticket *)c;
-
-    /* Calls already waiting go first: only place directly when none wait. */
-    if (list_empty(&fn->queue) && call_place(p, fn, c))
-        return;
-
-    if (fn->queue_len >= pool__fn_queue_length(p, fn)) {
-        if (ticket)
-            *ticket = NULL;
-        pool__call_finish_error(c, 429, SANDBOX_OK, "too many requests",
-                                "the function's instances and queue are full");
-        return;
-    }
-    c->queued = true;
-    c->deadline_ns = c->t_arrive + pool__fn_queue_timeout_ms(p, fn) * 1000000ull;
-    list_insert_tail(&fn->queue, &c->link);
-    fn->queue_len++;
-    pool__kick(p);
-}
-
-void pool_ticket_cancel(struct pool_ticket *t)
-{
-    struct pool_call *c = (struct pool_call *)t;
-    if (!c)
-        return;
-    if (c->queued) {
-        list_remove(&c->link);
-        c->queued = false;
-        c->fn->queue_len--;
-        store_record_unref(c->rec);
-        free(c);
-        return;
-    }
-    /* Running or waiting for an instance: the result is dropped. */
-    c->cancelled = true;
-}
-
-/* Place queued calls of @fn while capacity and memory allow. */
-static void dispatch_fn(struct pool *p, struct pool_fn *fn)
-{
-    while (!list_empty(&fn->queue)) {
-        struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
-        list_remove(&c->link);
-        c->queued = false;
-        fn->queue_len--;
-        if (!call_place(p, fn, c)) {
-            list_insert_head(&fn->queue, &c->link);
-            c->queued = true;
-            fn->queue_len++;
-            return;
-        }
-    }
 }
 
 /* ---- functions ------------------------------------------------------------ */
@@ -738,21 +385,6 @@ static void on_sweep(uv_timer_t *t)
     pool__kick(p);
 }
 
-/* Place what the queues hold; with @zygotes also make the zygotes that
- * functions want. */
-static void dispatch_all(struct pool *p, bool zygotes)
-{
-    struct list *pos, *tmp;
-    list_foreach_safe(pos, tmp, &p->functions)
-    {
-        struct pool_fn *fn = list_entry(pos, struct pool_fn, link);
-        if (!list_empty(&fn->queue))
-            dispatch_fn(p, fn);
-        if (zygotes && fn->want_zygote)
-            pool__zygote_background(p, fn);
-    }
-}
-
 static void on_kick(uv_idle_t *h)
 {
     struct pool *p = h->data;
@@ -760,18 +392,10 @@ static void on_kick(uv_idle_t *h)
     p->kick_pending = false;
     if (p->draining)
         return;
-    dispatch_all(p, true);
+    pool__dispatch_all(p, true);
     pool__stems_refill(p);
 }
 
-/* Calls that chose to wait for a busy instance: those that waited too long
- * are placed now (worth_waiting says no to them). */
-static void on_rescan(uv_timer_t *t)
-{
-    struct pool *p = t->data;
-    if (!p->draining)
-        dispatch_all(p, false);
-}
 
 void pool__kick(struct pool *p)
 {

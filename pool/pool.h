@@ -44,7 +44,7 @@ struct pool_ticket;
 #define POOL_SCALE_OUT_WAIT_US_DEFAULT 500 /* "scale_out_wait_us": a call waits for a
                                               busy instance rather than make one if it
                                               should be served within this; 0 = never
-                                              wait (pool.c worth_waiting) */
+                                              wait (calls.c worth_waiting) */
 #define POOL_SCALE_OUT_STUCK 10         /* ...unless no instance finished a call for
                                            this many times that (stuck) */
 #define POOL_REFILL_DEFER_MAX_MS 20        /* longest a stem refill yields to acquisitions */

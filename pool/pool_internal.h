@@ -1,6 +1,7 @@
-/* pool_internal.h - the pool's data structures, shared by pool.c (policy),
- * start.c (where instances come from), knobs.c (configuration) and stats.c
- * (metrics, histograms, logs). Not for use outside pool/. */
+/* pool_internal.h - the pool's data structures, shared by pool.c (lifetime,
+ * eviction, periodic work), start.c (where instances come from), calls.c
+ * (placing calls), knobs.c (configuration) and stats.c (metrics, histograms,
+ * logs). Not for use outside pool/. */
 #ifndef EMBER_POOL_INTERNAL_H
 #define EMBER_POOL_INTERNAL_H
 
@@ -196,15 +197,10 @@ struct pool_sb *pool__psb_new(struct pool *p, enum sandbox_kind kind, enum sandb
 void pool__psb_destroy(struct pool_sb *psb);
 /** Evict until @need more bytes fit in the budget; true if they do. */
 bool pool__make_room(struct pool *p, uint64_t need);
+/** How many calls one instance of @fn serves at once. */
+uint32_t pool__fn_capacity(const struct pool_fn *fn);
 /** An instance finished a call or became ready: serve the queue, idle or recycle it. */
 void pool__instance_release(struct pool_sb *inst);
-/** A call stopped waiting for a new instance (it got one, or failed). */
-void pool__acquired_done(struct pool_call *c);
-/** Fail call @c with @http_status and complete it (taking it off its queue). */
-void pool__call_finish_error(struct pool_call *c, int http_status, enum sandbox_error err,
-                             const char *error_name, const char *detail);
-/** Run call @c on @inst, which has room for it. */
-void pool__instance_run(struct pool_sb *inst, struct pool_call *c);
 /** Walk the lists on the next loop iteration: dispatch, zygotes, stem cells. */
 void pool__kick(struct pool *p);
 
@@ -217,5 +213,16 @@ void pool__zygote_background(struct pool *p, struct pool_fn *fn);
 int pool__instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *c);
 /** The sandbox kind @fn's manifest asks for, else the pool's default. */
 enum sandbox_kind pool__fn_kind(const struct pool *p, const struct pool_fn *fn);
+
+/* calls.c */
+/** A call stopped waiting for a new instance (it got one, or failed). */
+void pool__acquired_done(struct pool_call *c);
+/** Fail call @c with @http_status and complete it (taking it off its queue). */
+void pool__call_finish_error(struct pool_call *c, int http_status, enum sandbox_error err,
+                             const char *error_name, const char *detail);
+/** Run call @c on @inst, which has room for it. */
+void pool__instance_run(struct pool_sb *inst, struct pool_call *c);
+/** Place what the queues hold; with @zygotes also make the zygotes functions want. */
+void pool__dispatch_all(struct pool *p, bool zygotes);
 
 #endif
