@@ -283,6 +283,47 @@ enum sandbox_kind pool__fn_kind(const struct pool *p, const struct pool_fn *fn)
 }
 
 /*
+ * A sandbox of @kind for @fn, as @role: a ready stem cell (*how = stem) or
+ * a new one to create (*how = cold), charged to the ledger. A specialized
+ * stem cell never goes back to the generic pool: from here it belongs to
+ * this function version only. NULL if out of memory.
+ */
+static struct pool_sb *take_sandbox(struct pool *p, struct pool_fn *fn, enum sandbox_kind kind,
+                                    enum sandbox_role role, enum pool_acquire *how)
+{
+    struct pool_sb *psb;
+    if (!list_empty(&p->stems[kind])) {
+        psb = list_entry(p->stems[kind].next, struct pool_sb, link);
+        list_remove(&psb->link);
+        p->n_stems[kind]--;
+        psb->state = PSB_STARTING;
+        *how = POOL_ACQUIRE_STEM;
+    } else {
+        psb = pool__psb_new(p, kind, role);
+        if (!psb)
+            return NULL;
+        *how = POOL_ACQUIRE_COLD;
+    }
+    psb->role = role;
+    psb->fn = fn;
+    psb->rec = fn->rec;
+    store_record_ref(psb->rec);
+    pool__charge(p, psb, pool__fn_memory(fn->rec));
+    return psb;
+}
+
+/* Build @psb's sandbox from nothing; @on_exit watches it once it is up. */
+static int create_cold(struct pool *p, struct pool_sb *psb, sandbox_exit_cb on_exit)
+{
+    int r = sandbox_create(p->be[psb->kind], &psb->sb, on_created, psb);
+    if (r < 0)
+        return r;
+    struct sandbox_events ev = {.on_exit = on_exit, .data = psb};
+    sandbox_set_events(psb->sb, &ev);
+    return 0;
+}
+
+/*
  * Make the function's zygote from a stem cell if one is ready, else from a
  * new sandbox. Returns how (stem or cold), or -errno.
  */
@@ -291,41 +332,21 @@ static int zygote_start(struct pool *p, struct pool_fn *fn, enum pool_acquire *h
     enum sandbox_kind kind = pool__fn_kind(p, fn);
     if (!p->be[kind])
         return -ENOTSUP;
-
-    struct pool_sb *z;
-    if (!list_empty(&p->stems[kind])) {
-        z = list_entry(p->stems[kind].next, struct pool_sb, link);
-        list_remove(&z->link);
-        p->n_stems[kind]--;
-        z->state = PSB_STARTING;
-        *how = POOL_ACQUIRE_STEM;
-    } else {
-        z = pool__psb_new(p, kind, SANDBOX_ROLE_ZYGOTE);
-        if (!z)
-            return -ENOMEM;
-        *how = POOL_ACQUIRE_COLD;
-    }
-    /* A specialized stem cell never goes back to the generic pool: from here
-     * it belongs to this function version only. */
-    z->role = SANDBOX_ROLE_ZYGOTE;
-    z->fn = fn;
-    z->rec = fn->rec;
-    store_record_ref(z->rec);
+    struct pool_sb *z = take_sandbox(p, fn, kind, SANDBOX_ROLE_ZYGOTE, how);
+    if (!z)
+        return -ENOMEM;
     z->acquire = *how;
-    pool__charge(p, z, pool__fn_memory(fn->rec));
     fn->zygote = z;
 
     if (*how == POOL_ACQUIRE_STEM) {
         zygote_specialize(z);
     } else {
-        int r = sandbox_create(p->be[kind], &z->sb, on_created, z);
+        int r = create_cold(p, z, on_zygote_exit);
         if (r < 0) {
             fn->zygote = NULL;
             pool__psb_destroy(z);
             return r;
         }
-        struct sandbox_events ev = {.on_exit = on_zygote_exit, .data = z};
-        sandbox_set_events(z->sb, &ev);
     }
     pool__kick(p); /* refill the stem cell we took, off this call's path */
     return 0;
@@ -410,32 +431,18 @@ static void on_created(struct sandbox *sb, int status, void *data)
 static int instance_start_direct(struct pool *p, struct pool_fn *fn, enum sandbox_kind kind,
                                  struct pool_call *c)
 {
-    struct pool_sb *inst;
     enum pool_acquire how;
-    if (!list_empty(&p->stems[kind])) {
-        inst = list_entry(p->stems[kind].next, struct pool_sb, link);
-        list_remove(&inst->link);
-        p->n_stems[kind]--;
-        inst->state = PSB_STARTING;
-        how = kind == SANDBOX_MICROVM && fn->snapshot_ready ? POOL_ACQUIRE_SNAPSHOT
-                                                            : POOL_ACQUIRE_STEM;
-    } else {
-        inst = pool__psb_new(p, kind, SANDBOX_ROLE_INSTANCE);
-        if (!inst)
-            return -ENOMEM;
-        how = POOL_ACQUIRE_COLD;
-    }
-    inst->role = SANDBOX_ROLE_INSTANCE;
-    inst->fn = fn;
-    inst->rec = fn->rec;
-    store_record_ref(inst->rec);
+    struct pool_sb *inst = take_sandbox(p, fn, kind, SANDBOX_ROLE_INSTANCE, &how);
+    if (!inst)
+        return -ENOMEM;
+    if (how == POOL_ACQUIRE_STEM && kind == SANDBOX_MICROVM && fn->snapshot_ready)
+        how = POOL_ACQUIRE_SNAPSHOT;
     inst->reserved = c;
     inst->acquire = how;
     if (c && !c->acquiring) {
         c->acquiring = true;
         p->acquiring++;
     }
-    pool__charge(p, inst, pool__fn_memory(fn->rec));
     fn->n_instances++;
     list_insert_tail(&fn->instances, &inst->link);
     p->created[how]++;
@@ -443,14 +450,12 @@ static int instance_start_direct(struct pool *p, struct pool_fn *fn, enum sandbo
     if (how != POOL_ACQUIRE_COLD) {
         direct_specialize(inst);
     } else {
-        int r = sandbox_create(p->be[kind], &inst->sb, on_created, inst);
+        int r = create_cold(p, inst, on_instance_exit);
         if (r < 0) {
             inst->reserved = NULL;
             pool__psb_destroy(inst);
             return r;
         }
-        struct sandbox_events ev = {.on_exit = on_instance_exit, .data = inst};
-        sandbox_set_events(inst->sb, &ev);
     }
     pool__kick(p);
     return 0;
