@@ -1,7 +1,7 @@
 /* proto.c - frames between emberd and a sandbox: header check, encoders,
  * bounds-checked decoders, and the blocking send/receive used inside
  * sandboxes (the agent, the vmm). emberd's non-blocking reader lives in
- * sandbox.c and uses only the header check and the decoders from here.
+ * chan.c and uses only the header check and the decoders from here.
  *
  * Every decoder treats its input as hostile: each length is checked against
  * what is left before anything is read, counts are checked against the

@@ -1,25 +1,11 @@
 /* sandbox.c - the front door of sandbox.h and the generic core of both
- * backends (see sandbox_internal.h for the model).
- *
- * Why uv_poll_t and recvmsg/sendmsg, not uv_pipe_open: a channel carries
- * file descriptors both ways (the package mount and new channel ends out,
- * pidfds in). libuv's pipe API sends an fd only as the fd of a uv_tcp_t,
- * uv_pipe_t or uv_udp_t handle (uv_write2's send_handle), so a detached
- * mount would have to pose as a pipe. On the receiving side it keeps
- * received fds in a queue of "pending handles" meant to be uv_accept()ed
- * into a stream handle: uv_pipe_pending_type calls a pidfd
- * UV_UNKNOWN_HANDLE and there is no handle to accept it into. And the
- * queue is kept apart from the bytes, so which frame an fd came with is
- * lost as soon as one read spans two frames. So the channel is a plain
- * non-blocking socket watched by uv_poll_t: reads never cross the frame
- * being assembled, and fds are collected from each recvmsg's SCM_RIGHTS,
- * so they belong to the frame whose bytes they arrived with (senders attach
- * them to the first byte of the header).
+ * backends (see sandbox_internal.h for the model): the backend object,
+ * allocation and holds, the process and its death, kill, waits and the
+ * exchanges built on them, and calls. The channel is in chan.c.
  */
 #include "sandbox/sandbox_internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -27,22 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/pidfd.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
-
-/* One frame waiting to be written (fds ride on its first byte). */
-struct sandbox__out {
-    TAILQ_ENTRY(sandbox__out) link;
-    uint8_t *data;
-    size_t len, off;
-    int fds[PROTO_MAX_FDS];
-    int n_fds;
-};
 
 /* One outstanding sandbox__expect. */
 struct sandbox__wait {
@@ -76,15 +52,9 @@ struct sandbox__work {
     void *ctx;
 };
 
-/* Bytes drained from a channel after its process died: enough for the last
- * frames it wrote, bounded in case a descendant still holds the socket. */
-#define DRAIN_BUDGET (2 * ((size_t)PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD))
-
-static void chan_close(struct sandbox *sb);
 static void finish_death(struct sandbox *sb);
 static void fail_waits(struct sandbox *sb, int status);
 static void complete_calls(struct sandbox *sb, enum sandbox_error error, const char *detail);
-static void maybe_free(struct sandbox *sb);
 
 /* ---- names ---- */
 
@@ -157,7 +127,7 @@ const char *sandbox_error_name(enum sandbox_error e)
     return "internal";
 }
 
-static const char *type_name(uint16_t type)
+const char *sandbox__type_name(uint16_t type)
 {
     switch (type) {
     case PROTO_LOAD:
@@ -212,7 +182,7 @@ void sandbox__describe_status(int wait_status, char *buf, size_t size)
 
 /* Copy untrusted bytes into a C string fit for logs and JSON details:
  * printable ASCII only, truncated. */
-static void sanitize(char *dst, size_t size, const char *src, size_t len)
+void sandbox__sanitize(char *dst, size_t size, const char *src, size_t len)
 {
     size_t n = 0;
     for (size_t i = 0; i < len && n + 1 < size; i++) {
@@ -341,7 +311,7 @@ static void sandbox_free(struct sandbox *sb)
         backend_finish(be);
 }
 
-static void maybe_free(struct sandbox *sb)
+void sandbox__maybe_free(struct sandbox *sb)
 {
     if (sb->destroyed && sb->handles == 0 && sb->holds == 0)
         sandbox_free(sb);
@@ -355,7 +325,7 @@ void sandbox__hold(struct sandbox *sb)
 void sandbox__release(struct sandbox *sb)
 {
     sb->holds--;
-    maybe_free(sb);
+    sandbox__maybe_free(sb);
 }
 
 bool sandbox__destroyed(const struct sandbox *sb)
@@ -415,7 +385,7 @@ int sandbox__queue_work(struct sandbox *sb, sandbox__work_fn work, sandbox__afte
 
 /* ---- the process ---- */
 
-static void signal_kill(struct sandbox *sb)
+void sandbox__signal_kill(struct sandbox *sb)
 {
     if (sb->pidfd < 0 || sb->exited)
         return;
@@ -430,7 +400,7 @@ static void on_pid_closed(uv_handle_t *h)
         close(sb->pidfd);
     sb->pidfd = -1;
     sb->handles--;
-    maybe_free(sb);
+    sandbox__maybe_free(sb);
 }
 
 static void pid_close(struct sandbox *sb)
@@ -469,13 +439,11 @@ static int reap(struct sandbox *sb)
     return 1;
 }
 
-static int read_frames(struct sandbox *sb, size_t budget);
-
 static void on_exit_timer_closed(uv_handle_t *h)
 {
     struct sandbox *sb = h->data;
     sb->handles--;
-    maybe_free(sb);
+    sandbox__maybe_free(sb);
 }
 
 static void exit_timer_close(struct sandbox *sb)
@@ -523,10 +491,8 @@ static void on_pid_event(uv_poll_t *h, int status, int events)
     sandbox__hold(sb);
     /* The channel may still hold what the process wrote last (an answer, the
      * crash frame of its signal handler): read it before judging. */
-    if (sb->chan_open) {
-        int r = read_frames(sb, DRAIN_BUDGET);
-        (void)r;
-    }
+    if (sb->chan_open)
+        sandbox__chan_drain(sb);
     if (!sb->destroyed && !sb->death_done) {
         /* An instance is not our child: its status comes from its zygote's
          * PROTO_EXITED, which may trail the pidfd. Wait for it briefly when
@@ -583,14 +549,14 @@ static void finish_death(struct sandbox *sb)
     sandbox__hold(sb);
     complete_calls(sb, error, why);
     fail_waits(sb, -ECHILD);
-    chan_close(sb);
+    sandbox__chan_close(sb);
     if (!sb->destroyed && sb->events.on_exit)
         sb->events.on_exit(sb, why, sb->events.data);
     sandbox__release(sb);
 }
 
 /* A zygote reported the wait status of one of its children. */
-static void child_exited(struct sandbox *zygote, uint32_t ns_pid, uint32_t wait_status)
+void sandbox__child_exited(struct sandbox *zygote, uint32_t ns_pid, uint32_t wait_status)
 {
     struct sandbox *child;
     LIST_FOREACH(child, &zygote->children, sibling)
@@ -608,745 +574,6 @@ static void child_exited(struct sandbox *zygote, uint32_t ns_pid, uint32_t wait_
     }
     if (child->exit_timer_open)
         finish_death(child);
-}
-
-/* ---- the channel: writing ---- */
-
-static void on_chan_event(uv_poll_t *h, int status, int events);
-
-static void out_free(struct sandbox__out *o)
-{
-    for (int i = 0; i < o->n_fds; i++)
-        close(o->fds[i]);
-    free(o->data);
-    free(o);
-}
-
-static void chan_update(struct sandbox *sb)
-{
-    if (!sb->chan_open)
-        return;
-    int want = UV_READABLE | (TAILQ_EMPTY(&sb->outq) ? 0 : UV_WRITABLE);
-    if (want != sb->chan_events) {
-        sb->chan_events = want;
-        uv_poll_start(&sb->chan_poll, want, on_chan_event);
-    }
-}
-
-static void on_chan_closed(uv_handle_t *h)
-{
-    struct sandbox *sb = h->data;
-    struct sandbox__out *o;
-    while ((o = TAILQ_FIRST(&sb->outq))) {
-        TAILQ_REMOVE(&sb->outq, o, link);
-        out_free(o);
-    }
-    close(sb->chan_fd);
-    sb->chan_fd = -1;
-    free(sb->rx_payload);
-    sb->rx_payload = NULL;
-    for (int i = 0; i < sb->rx_n_fds; i++)
-        close(sb->rx_fds[i]);
-    sb->rx_n_fds = 0;
-    sb->handles--;
-    maybe_free(sb);
-}
-
-/* Stop talking to the sandbox. The handle closes; the fd and buffers go in
- * its close callback. */
-static void chan_close(struct sandbox *sb)
-{
-    if (!sb->chan_open)
-        return;
-    sb->chan_open = false;
-    uv_close((uv_handle_t *)&sb->chan_poll, on_chan_closed);
-}
-
-/* The channel broke (EOF, error): a sandbox that cannot talk is of no use.
- * Kill it but leave the verdict on its calls to the death handler, which
- * knows more (OOM counter, wait status) than a closed socket does. */
-static void chan_lost(struct sandbox *sb, int err)
-{
-    log_debug("sandbox %" PRIu64 ": channel lost: %s", sb->id,
-              err ? strerror(-err) : "end of file");
-    chan_close(sb);
-    signal_kill(sb);
-}
-
-/* Write what is queued until the socket is full. */
-static void flush(struct sandbox *sb)
-{
-    struct sandbox__out *o;
-    while (sb->chan_open && (o = TAILQ_FIRST(&sb->outq))) {
-        union {
-            struct cmsghdr align;
-            char buf[CMSG_SPACE(sizeof(int) * PROTO_MAX_FDS)];
-        } ctl;
-        struct iovec iov = {.iov_base = o->data + o->off, .iov_len = o->len - o->off};
-        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-        if (o->off == 0 && o->n_fds > 0) {
-            memset(&ctl, 0, sizeof(ctl));
-            msg.msg_control = ctl.buf;
-            msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)o->n_fds);
-            struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)o->n_fds);
-            memcpy(CMSG_DATA(c), o->fds, sizeof(int) * (size_t)o->n_fds);
-        }
-        ssize_t n = sendmsg(sb->chan_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            /* The sandbox stopped reading (it is dying, or hostile). Stop
-             * writing and kill it, but keep reading: its last frames (an
-             * answer, its crash report) are still worth having, and this may
-             * run inside a dispatch, where reading must not nest. */
-            log_debug("sandbox %" PRIu64 ": write: %s", sb->id, strerror(errno));
-            sb->chan_wbroken = true;
-            while ((o = TAILQ_FIRST(&sb->outq))) {
-                TAILQ_REMOVE(&sb->outq, o, link);
-                out_free(o);
-            }
-            signal_kill(sb);
-            break;
-        }
-        if (o->off == 0) {
-            /* The fds went with these bytes; our copies are done. */
-            for (int i = 0; i < o->n_fds; i++)
-                close(o->fds[i]);
-            o->n_fds = 0;
-        }
-        o->off += (size_t)n;
-        if (o->off == o->len) {
-            TAILQ_REMOVE(&sb->outq, o, link);
-            out_free(o);
-        }
-    }
-    chan_update(sb);
-}
-
-int sandbox__send(struct sandbox *sb, struct proto_buf *frame, int *fds, int n_fds)
-{
-    if (n_fds < 0 || n_fds > PROTO_MAX_FDS || !frame->data || frame->len < PROTO_HDR_SIZE) {
-        for (int i = 0; i < n_fds && i < PROTO_MAX_FDS; i++)
-            if (fds[i] >= 0)
-                close(fds[i]);
-        proto_buf_free(frame);
-        return -EINVAL;
-    }
-    struct sandbox__out *o = calloc(1, sizeof(*o));
-    if (!o) {
-        for (int i = 0; i < n_fds; i++)
-            close(fds[i]);
-        proto_buf_free(frame);
-        return -ENOMEM;
-    }
-    o->data = frame->data;
-    o->len = frame->len;
-    proto_buf_init(frame);
-    for (int i = 0; i < n_fds; i++) {
-        o->fds[i] = fds[i];
-        fds[i] = -1;
-    }
-    o->n_fds = n_fds;
-
-    if (!sb->attached) {
-        out_free(o);
-        return -ENOTCONN;
-    }
-    if (!sb->chan_open || sb->chan_wbroken || sb->destroyed || sb->killed) {
-        out_free(o);
-        return -ESRCH;
-    }
-    bool was_empty = TAILQ_EMPTY(&sb->outq);
-    TAILQ_INSERT_TAIL(&sb->outq, o, link);
-    /* Write at once when nothing is ahead; a failure here is handled as a
-     * lost channel (the frame was accepted). */
-    if (was_empty)
-        flush(sb);
-    return 0;
-}
-
-/* ---- the channel: reading and dispatch ---- */
-
-static void bad_frame(struct sandbox *sb, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void bad_frame(struct sandbox *sb, const char *fmt, ...)
-{
-    char what[200];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
-    va_end(ap);
-    log_warn("sandbox %" PRIu64 " (pid %d): bad frame: %s", sb->id, (int)sb->pid, what);
-    sandbox__kill(sb, SANDBOX_ERR_BAD_OUTPUT, "bad frame from sandbox: %s", what);
-}
-
-static int parse_u32(struct proto_str s, uint32_t *out)
-{
-    if (s.len == 0 || s.len > 10)
-        return -EINVAL;
-    uint64_t v = 0;
-    for (uint32_t i = 0; i < s.len; i++) {
-        if (s.p[i] < '0' || s.p[i] > '9')
-            return -EINVAL;
-        v = v * 10 + (uint64_t)(s.p[i] - '0');
-    }
-    if (v > UINT32_MAX)
-        return -EINVAL;
-    *out = (uint32_t)v;
-    return 0;
-}
-
-/* HELLO: strings with "version" == PROTO_VERSION and optionally "pid". */
-static int check_hello(struct sandbox *sb, const uint8_t *p, size_t len)
-{
-    static struct proto_pair pairs[PROTO_MAX_PAIRS]; /* loop thread only */
-    uint32_t n;
-    struct proto_reader r;
-    proto_reader_init(&r, p, len);
-    if (proto_get_pairs(&r, pairs, PROTO_MAX_PAIRS, &n) < 0 || r.left) {
-        bad_frame(sb, "HELLO does not decode");
-        return -EBADMSG;
-    }
-    bool version_ok = false;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t v;
-        if (proto_str_eq(pairs[i].key, "version")) {
-            if (parse_u32(pairs[i].value, &v) < 0 || v != PROTO_VERSION) {
-                char got[32];
-                sanitize(got, sizeof(got), pairs[i].value.p, pairs[i].value.len);
-                bad_frame(sb, "HELLO: protocol version '%s', emberd speaks %d", got, PROTO_VERSION);
-                return -EPROTO;
-            }
-            version_ok = true;
-        } else if (proto_str_eq(pairs[i].key, "pid")) {
-            if (parse_u32(pairs[i].value, &v) < 0 || v == 0 || v > INT32_MAX) {
-                bad_frame(sb, "HELLO: bad pid");
-                return -EBADMSG;
-            }
-            sb->ns_pid = (pid_t)v;
-        }
-    }
-    if (!version_ok) {
-        bad_frame(sb, "HELLO without a protocol version");
-        return -EPROTO;
-    }
-    return 0;
-}
-
-static struct sandbox__inflight *find_call(struct sandbox *sb, uint32_t id)
-{
-    struct sandbox__inflight *c;
-    TAILQ_FOREACH(c, &sb->calls, link)
-    {
-        if (c->id == id)
-            return c;
-    }
-    return NULL;
-}
-
-static void on_call_closed(uv_handle_t *h)
-{
-    struct sandbox__inflight *c = h->data;
-    struct sandbox *sb = c->sb;
-    free(c);
-    sb->handles--;
-    maybe_free(sb);
-}
-
-/* Take @c out of the table and give its owner @res. */
-static void call_complete(struct sandbox *sb, struct sandbox__inflight *c,
-                          struct sandbox_result *res)
-{
-    TAILQ_REMOVE(&sb->calls, c, link);
-    sb->n_calls--;
-    uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, on_call_closed);
-    res->run_ns = ember_now_ns() - c->sent_ns;
-    c->cb(sb, res, c->data);
-}
-
-static void call_fail(struct sandbox *sb, struct sandbox__inflight *c, enum sandbox_error error,
-                      const char *detail)
-{
-    struct sandbox_result res;
-    memset(&res, 0, sizeof(res));
-    res.error = error;
-    res.status = sandbox_error_http_status(error);
-    snprintf(res.detail, sizeof(res.detail), "%s", detail);
-    call_complete(sb, c, &res);
-}
-
-/* Fail every call in flight. A callback may destroy the sandbox, which
- * fails the rest itself: take one at a time from the head. */
-static void complete_calls(struct sandbox *sb, enum sandbox_error error, const char *detail)
-{
-    struct sandbox__inflight *c;
-    while ((c = TAILQ_FIRST(&sb->calls)))
-        call_fail(sb, c, error, detail);
-}
-
-static void on_response(struct sandbox *sb, const struct proto_hdr *h, const uint8_t *payload)
-{
-    struct sandbox__inflight *c = find_call(sb, h->id);
-    if (!c) {
-        bad_frame(sb, "RESPONSE for call %" PRIu32 ", which is not in flight", h->id);
-        return;
-    }
-    struct proto_response pr;
-    if (proto_response_decode(payload, h->len, &pr) < 0) {
-        bad_frame(sb, "RESPONSE does not decode");
-        return;
-    }
-    if (pr.status < 100 || pr.status > 599) {
-        bad_frame(sb, "RESPONSE status %" PRIu32, pr.status);
-        return;
-    }
-    struct sandbox_header headers[PROTO_MAX_PAIRS];
-    for (uint32_t i = 0; i < pr.n_headers; i++) {
-        if (!proto_header_valid(&pr.headers[i])) {
-            bad_frame(sb, "RESPONSE header %" PRIu32 " is not a valid HTTP header", i);
-            return;
-        }
-        headers[i] = (struct sandbox_header){.name = pr.headers[i].key.p,
-                                             .name_len = pr.headers[i].key.len,
-                                             .value = pr.headers[i].value.p,
-                                             .value_len = pr.headers[i].value.len};
-    }
-    if (pr.body.len > SANDBOX_RESPONSE_MAX) {
-        /* Well-formed, only too big: the call fails, the sandbox lives. */
-        char detail[96];
-        snprintf(detail, sizeof(detail), "response body over %u bytes", SANDBOX_RESPONSE_MAX);
-        call_fail(sb, c, SANDBOX_ERR_TOO_LARGE, detail);
-        return;
-    }
-    struct sandbox_result res;
-    memset(&res, 0, sizeof(res));
-    res.error = SANDBOX_OK;
-    res.status = (int)pr.status;
-    res.headers = headers;
-    res.n_headers = pr.n_headers;
-    res.body = pr.body.p;
-    res.body_len = pr.body.len;
-    call_complete(sb, c, &res);
-}
-
-static void on_failed(struct sandbox *sb, const struct proto_hdr *h, const uint8_t *payload)
-{
-    struct sandbox__inflight *c = find_call(sb, h->id);
-    if (!c) {
-        bad_frame(sb, "FAILED for call %" PRIu32 ", which is not in flight", h->id);
-        return;
-    }
-    struct proto_failed m;
-    if (proto_failed_decode(payload, h->len, &m) < 0) {
-        bad_frame(sb, "FAILED does not decode");
-        return;
-    }
-    char msg[256];
-    sanitize(msg, sizeof(msg), m.message.p, m.message.len);
-    enum sandbox_error error;
-    const char *fallback;
-    switch (m.reason) {
-    case PROTO_FAIL_HANDLER:
-        error = SANDBOX_ERR_HANDLER;
-        fallback = "handler failed";
-        break;
-    case PROTO_FAIL_BAD_OUTPUT:
-        error = SANDBOX_ERR_BAD_OUTPUT;
-        fallback = "bad output from the function";
-        break;
-    case PROTO_FAIL_TOO_LARGE:
-        error = SANDBOX_ERR_TOO_LARGE;
-        fallback = "response too large";
-        break;
-    case PROTO_FAIL_CRASH:
-        /* The crash frame of a dying instance, or an exec child that died.
-         * An OOM kill explains it better than the signal does; otherwise
-         * the message also explains the process's own death if it follows. */
-        fallback = "crashed";
-        snprintf(sb->crash_detail, sizeof(sb->crash_detail), "%s", msg[0] ? msg : fallback);
-        if (oom_seen(sb)) {
-            call_fail(sb, c, SANDBOX_ERR_OOM, "out of memory");
-            return;
-        }
-        error = SANDBOX_ERR_CRASH;
-        break;
-    case PROTO_FAIL_INTERNAL:
-        error = SANDBOX_ERR_INTERNAL;
-        fallback = "internal error in the sandbox";
-        break;
-    default:
-        bad_frame(sb, "FAILED with unknown reason %" PRIu32, m.reason);
-        return;
-    }
-    call_fail(sb, c, error, msg[0] ? msg : fallback);
-}
-
-static struct sandbox__wait *find_wait(struct sandbox *sb, const struct proto_hdr *h)
-{
-    struct sandbox__wait *w;
-    TAILQ_FOREACH(w, &sb->waits, link)
-    {
-        if (w->type == h->type && (w->id == SANDBOX__ANY_ID || w->id == h->id))
-            return w;
-    }
-    return NULL;
-}
-
-static void on_wait_closed(uv_handle_t *h)
-{
-    struct sandbox__wait *w = h->data;
-    struct sandbox *sb = w->sb;
-    free(w);
-    sb->handles--;
-    maybe_free(sb);
-}
-
-static void wait_complete(struct sandbox *sb, struct sandbox__wait *w, int status,
-                          struct sandbox__frame *f)
-{
-    TAILQ_REMOVE(&sb->waits, w, link);
-    uv_timer_stop(&w->timer);
-    uv_close((uv_handle_t *)&w->timer, on_wait_closed);
-    w->cb(sb, status, f, w->data);
-}
-
-static void fail_waits(struct sandbox *sb, int status)
-{
-    struct sandbox__wait *w;
-    while ((w = TAILQ_FIRST(&sb->waits)))
-        wait_complete(sb, w, status, NULL);
-}
-
-/* Check and act on one whole frame. @f's fds not taken are closed by the
- * caller. */
-static void dispatch(struct sandbox *sb, struct sandbox__frame *f)
-{
-    const struct proto_hdr *h = &f->hdr;
-    const uint8_t *p = f->payload;
-
-    if (!sb->hello_seen && h->type != PROTO_HELLO) {
-        bad_frame(sb, "first frame is %s, not HELLO", type_name(h->type));
-        return;
-    }
-    if (f->n_fds > 0 && h->type != PROTO_FORKED) {
-        bad_frame(sb, "%s carries file descriptors", type_name(h->type));
-        return;
-    }
-
-    switch (h->type) {
-    case PROTO_HELLO: {
-        if (sb->hello_seen) {
-            bad_frame(sb, "second HELLO");
-            return;
-        }
-        if (check_hello(sb, p, h->len) < 0)
-            return;
-        sb->hello_seen = true;
-        struct sandbox__wait *w = find_wait(sb, h);
-        if (w)
-            wait_complete(sb, w, 0, f);
-        return;
-    }
-    case PROTO_RESPONSE:
-        on_response(sb, h, p);
-        return;
-    case PROTO_FAILED:
-        on_failed(sb, h, p);
-        return;
-    case PROTO_LOG: {
-        struct proto_log m;
-        int r = proto_log_decode(p, h->len, &m);
-        if (r < 0) {
-            bad_frame(sb, "LOG %s", r == -EMSGSIZE ? "line too long" : "does not decode");
-            return;
-        }
-        if (!sb->destroyed && sb->events.on_log)
-            sb->events.on_log(sb, (int)m.stream, m.line, m.len, sb->events.data);
-        return;
-    }
-    case PROTO_EXITED: {
-        struct proto_exited m;
-        if (proto_exited_decode(p, h->len, &m) < 0) {
-            bad_frame(sb, "EXITED does not decode");
-            return;
-        }
-        child_exited(sb, m.pid, m.status);
-        return;
-    }
-    case PROTO_LOADED:
-    case PROTO_FORKED:
-    case PROTO_RESET_DONE:
-    case PROTO_PARKED: {
-        /* Answers: valid only as the answer something waits for. */
-        int r;
-        struct proto_loaded lm;
-        struct proto_forked fm;
-        struct proto_done rm;
-        if (h->type == PROTO_LOADED)
-            r = proto_loaded_decode(p, h->len, &lm);
-        else if (h->type == PROTO_RESET_DONE || h->type == PROTO_PARKED)
-            r = proto_done_decode(p, h->len, &rm);
-        else
-            r = proto_forked_decode(p, h->len, &fm);
-        if (r < 0) {
-            bad_frame(sb, "%s does not decode", type_name(h->type));
-            return;
-        }
-        if (h->type == PROTO_FORKED && f->n_fds != (fm.status == 0 ? 1 : 0)) {
-            bad_frame(sb, "FORKED with status %" PRIu32 " carries %d fds", fm.status, f->n_fds);
-            return;
-        }
-        struct sandbox__wait *w = find_wait(sb, h);
-        if (!w) {
-            bad_frame(sb, "unexpected %s (id %" PRIu32 ")", type_name(h->type), h->id);
-            return;
-        }
-        wait_complete(sb, w, 0, f);
-        return;
-    }
-    default:
-        /* emberd -> sandbox types coming back, or anything proto_hdr_check
-         * would let through later without this switch knowing it. */
-        bad_frame(sb, "%s is not a frame a sandbox sends", type_name(h->type));
-        return;
-    }
-}
-
-/* A header from the sandbox: false (and the sandbox killed) if it is bad. */
-static bool hdr_ok(struct sandbox *sb, const struct proto_hdr *h)
-{
-    int r = proto_hdr_check(h);
-    if (r == -EMSGSIZE) {
-        bad_frame(sb, "%s of %" PRIu32 " bytes is over the limit of %u", type_name(h->type),
-                  h->len, PROTO_MAX_PAYLOAD);
-        return false;
-    }
-    if (r < 0) {
-        if (h->flags)
-            bad_frame(sb, "%s with flags 0x%x", type_name(h->type), h->flags);
-        else
-            bad_frame(sb, "unknown type %u", h->type);
-        return false;
-    }
-    return true;
-}
-
-#define READ_AHEAD (16u << 10)
-
-/*
- * An instance's channel carries no fds, so its reads need not stop at the
- * frame being assembled: one recvmsg takes a RESPONSE whole (and whatever
- * follows), where header and payload would take two, plus the one that
- * finds the socket empty. Whole frames are dispatched from the buffer; a
- * partial one goes to the rx state for read_frames to finish. Returns bytes
- * read (0: would block), or -errno when the channel is lost. *@drained: the
- * read came back short, so the socket was empty.
- */
-static ssize_t read_ahead(struct sandbox *sb, bool *drained)
-{
-    uint8_t buf[READ_AHEAD];
-    union {
-        struct cmsghdr align;
-        char b[CMSG_SPACE(sizeof(int) * PROTO_MAX_FDS)];
-    } ctl;
-    struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
-    struct msghdr msg = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof(ctl.b)};
-    ssize_t n;
-    do
-        n = recvmsg(sb->chan_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-    int none = 0;
-    if (proto_cmsg_fds(&msg, NULL, &none, 0)) {
-        bad_frame(sb, "an instance sent file descriptors");
-        return (ssize_t)n;
-    }
-    if (n == 0)
-        return -ECONNRESET;
-    *drained = (size_t)n < sizeof(buf);
-
-    size_t at = 0, len = (size_t)n;
-    while (sb->chan_open && !sb->killed && len - at >= PROTO_HDR_SIZE) {
-        struct sandbox__frame f = {.n_fds = 0};
-        memcpy(&f.hdr, buf + at, PROTO_HDR_SIZE);
-        if (!hdr_ok(sb, &f.hdr))
-            return n;
-        if (len - at - PROTO_HDR_SIZE < f.hdr.len)
-            break;
-        f.payload = buf + at + PROTO_HDR_SIZE;
-        at += PROTO_HDR_SIZE + f.hdr.len;
-        dispatch(sb, &f);
-    }
-    if (!sb->chan_open || sb->killed || at == len)
-        return n;
-    /* The start of a frame: the rest comes through read_frames. */
-    size_t part = len - at;
-    if (part < PROTO_HDR_SIZE) {
-        memcpy(sb->rx_hdr_raw, buf + at, part);
-        sb->rx_hdr_got = part;
-        return n;
-    }
-    memcpy(sb->rx_hdr_raw, buf + at, PROTO_HDR_SIZE);
-    memcpy(&sb->rx_hdr, buf + at, PROTO_HDR_SIZE);
-    sb->rx_hdr_got = PROTO_HDR_SIZE;
-    part -= PROTO_HDR_SIZE;
-    if (part > 0) {
-        uint8_t *p = malloc(part);
-        if (!p) {
-            sandbox__kill(sb, SANDBOX_ERR_INTERNAL, "out of memory reading a frame");
-            return n;
-        }
-        memcpy(p, buf + at + PROTO_HDR_SIZE, part);
-        sb->rx_payload = p;
-        sb->rx_payload_cap = part;
-        sb->rx_payload_got = part;
-    }
-    *drained = false;
-    return n;
-}
-
-/* Read and dispatch frames until the socket is empty or @budget bytes have
- * been read. Reads never cross the frame being assembled, so fds received
- * belong to it (an instance's reads do: read_ahead). Returns 0 (would block
- * or budget spent) or -errno when the channel is lost (-ECONNRESET on EOF);
- * the caller handles the loss. */
-static int read_frames(struct sandbox *sb, size_t budget)
-{
-    while (sb->chan_open && !sb->killed && budget > 0) {
-        if (sb->role == SANDBOX_ROLE_INSTANCE && sb->rx_hdr_got == 0) {
-            bool drained = false;
-            ssize_t n = read_ahead(sb, &drained);
-            if (n <= 0)
-                return (int)n;
-            budget = (size_t)n < budget ? budget - (size_t)n : 0;
-            if (drained)
-                return 0;
-            continue;
-        }
-        uint8_t *dst;
-        size_t want;
-        if (sb->rx_hdr_got < PROTO_HDR_SIZE) {
-            dst = sb->rx_hdr_raw + sb->rx_hdr_got;
-            want = PROTO_HDR_SIZE - sb->rx_hdr_got;
-        } else {
-            want = sb->rx_hdr.len - sb->rx_payload_got;
-            /* The payload buffer grows with what arrives, so a header that
-             * only claims 6 MiB costs nothing until the bytes come. */
-            size_t need = sb->rx_payload_got + (want < (64u << 10) ? want : (64u << 10));
-            if (need > sb->rx_payload_cap) {
-                size_t cap = sb->rx_payload_cap ? sb->rx_payload_cap : 4096;
-                while (cap < need)
-                    cap *= 2;
-                if (cap > sb->rx_hdr.len)
-                    cap = sb->rx_hdr.len;
-                uint8_t *np = realloc(sb->rx_payload, cap ? cap : 1);
-                if (!np) {
-                    sandbox__kill(sb, SANDBOX_ERR_INTERNAL, "out of memory reading a frame");
-                    return 0;
-                }
-                sb->rx_payload = np;
-                sb->rx_payload_cap = cap;
-            }
-            dst = sb->rx_payload + sb->rx_payload_got;
-            if (want > sb->rx_payload_cap - sb->rx_payload_got)
-                want = sb->rx_payload_cap - sb->rx_payload_got;
-        }
-        if (want > budget)
-            want = budget;
-
-        ssize_t n = 0;
-        if (want > 0) {
-            union {
-                struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * PROTO_MAX_FDS)];
-            } ctl;
-            struct iovec iov = {.iov_base = dst, .iov_len = want};
-            struct msghdr msg = {.msg_iov = &iov,
-                                 .msg_iovlen = 1,
-                                 .msg_control = ctl.buf,
-                                 .msg_controllen = sizeof(ctl.buf)};
-            n = recvmsg(sb->chan_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                    return 0;
-                return -errno;
-            }
-            if (proto_cmsg_fds(&msg, sb->rx_fds, &sb->rx_n_fds, PROTO_MAX_FDS)) {
-                bad_frame(sb, "more than %d file descriptors", PROTO_MAX_FDS);
-                return 0;
-            }
-            if (n == 0)
-                return -ECONNRESET;
-            budget -= (size_t)n;
-        }
-
-        if (sb->rx_hdr_got < PROTO_HDR_SIZE) {
-            sb->rx_hdr_got += (size_t)n;
-            if (sb->rx_hdr_got < PROTO_HDR_SIZE)
-                continue;
-            memcpy(&sb->rx_hdr, sb->rx_hdr_raw, PROTO_HDR_SIZE);
-            if (!hdr_ok(sb, &sb->rx_hdr))
-                return 0;
-            sb->rx_payload_got = 0;
-            if (sb->rx_hdr.len > 0)
-                continue;
-        } else {
-            sb->rx_payload_got += (size_t)n;
-            if (sb->rx_payload_got < sb->rx_hdr.len)
-                continue;
-        }
-
-        /* A whole frame: detach it from the channel state first, since a
-         * callback may close the channel (and free its buffers) under us. */
-        struct sandbox__frame f;
-        f.hdr = sb->rx_hdr;
-        cleanup_free uint8_t *payload = sb->rx_payload;
-        f.payload = payload;
-        f.n_fds = sb->rx_n_fds;
-        memcpy(f.fds, sb->rx_fds, sizeof(f.fds));
-        sb->rx_payload = NULL;
-        sb->rx_payload_cap = 0;
-        sb->rx_payload_got = 0;
-        sb->rx_hdr_got = 0;
-        sb->rx_n_fds = 0;
-
-        dispatch(sb, &f);
-        for (int i = 0; i < f.n_fds; i++)
-            if (f.fds[i] >= 0)
-                close(f.fds[i]);
-    }
-    return 0;
-}
-
-static void on_chan_event(uv_poll_t *h, int status, int events)
-{
-    struct sandbox *sb = h->data;
-    sandbox__hold(sb);
-    if (status < 0) {
-        int r = read_frames(sb, DRAIN_BUDGET);
-        (void)r;
-        chan_lost(sb, status);
-    } else {
-        if ((events & UV_WRITABLE) && sb->chan_open)
-            flush(sb);
-        if ((events & (UV_READABLE | UV_DISCONNECT)) && sb->chan_open) {
-            int r = read_frames(sb, SANDBOX_READ_BUDGET);
-            if (r < 0 && sb->chan_open)
-                chan_lost(sb, r == -ECONNRESET ? 0 : r);
-        }
-    }
-    sandbox__release(sb);
 }
 
 int sandbox__attach(struct sandbox *sb, int chan_fd, int pidfd, pid_t pid, unsigned flags)
@@ -1375,29 +602,15 @@ int sandbox__attach(struct sandbox *sb, int chan_fd, int pidfd, pid_t pid, unsig
     if (sb->destroyed) {
         /* Too late: the owner gave up on it while it was starting. Kill it;
          * the pid poll stays to reap a child of ours. */
-        signal_kill(sb);
+        sandbox__signal_kill(sb);
         if (!sb->direct_child)
             pid_close(sb);
         return -ECANCELED;
     }
 
-    int fl = fcntl(chan, F_GETFL);
-    if (fl < 0 || fcntl(chan, F_SETFL, fl | O_NONBLOCK) < 0) {
-        r = -errno;
-        sandbox__kill(sb, SANDBOX_ERR_INTERNAL, "channel: fcntl: %s", strerror(-r));
+    r = sandbox__chan_attach(sb, steal_fd(&chan));
+    if (r < 0)
         return r;
-    }
-    r = uv_poll_init(sb->loop, &sb->chan_poll, chan);
-    if (r < 0) {
-        sandbox__kill(sb, SANDBOX_ERR_INTERNAL, "channel: %s", uv_strerror(r));
-        return r;
-    }
-    sb->chan_fd = steal_fd(&chan);
-    sb->chan_poll.data = sb;
-    sb->chan_open = true;
-    sb->handles++;
-    sb->chan_events = 0;
-    chan_update(sb);
     log_debug("sandbox %" PRIu64 ": attached pid %d", sb->id, (int)pid);
     return 0;
 }
@@ -1420,8 +633,8 @@ void sandbox__kill(struct sandbox *sb, enum sandbox_error error, const char *fmt
         snprintf(sb->last_error, sizeof(sb->last_error), "%s", detail);
         log_info("sandbox %" PRIu64 " (pid %d): killing: %s", sb->id, (int)sb->pid, detail);
     }
-    signal_kill(sb);
-    chan_close(sb);
+    sandbox__signal_kill(sb);
+    sandbox__chan_close(sb);
 
     sandbox__hold(sb);
     complete_calls(sb, error, detail);
@@ -1435,6 +648,51 @@ void sandbox__kill(struct sandbox *sb, enum sandbox_error error, const char *fmt
 
 /* ---- waits and the exchanges built on them ---- */
 
+static struct sandbox__wait *find_wait(struct sandbox *sb, const struct proto_hdr *h)
+{
+    struct sandbox__wait *w;
+    TAILQ_FOREACH(w, &sb->waits, link)
+    {
+        if (w->type == h->type && (w->id == SANDBOX__ANY_ID || w->id == h->id))
+            return w;
+    }
+    return NULL;
+}
+
+static void on_wait_closed(uv_handle_t *h)
+{
+    struct sandbox__wait *w = h->data;
+    struct sandbox *sb = w->sb;
+    free(w);
+    sb->handles--;
+    sandbox__maybe_free(sb);
+}
+
+static void wait_complete(struct sandbox *sb, struct sandbox__wait *w, int status,
+                          struct sandbox__frame *f)
+{
+    TAILQ_REMOVE(&sb->waits, w, link);
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, on_wait_closed);
+    w->cb(sb, status, f, w->data);
+}
+
+static void fail_waits(struct sandbox *sb, int status)
+{
+    struct sandbox__wait *w;
+    while ((w = TAILQ_FIRST(&sb->waits)))
+        wait_complete(sb, w, status, NULL);
+}
+
+bool sandbox__wait_deliver(struct sandbox *sb, struct sandbox__frame *f)
+{
+    struct sandbox__wait *w = find_wait(sb, &f->hdr);
+    if (!w)
+        return false;
+    wait_complete(sb, w, 0, f);
+    return true;
+}
+
 static void on_wait_timeout(uv_timer_t *t)
 {
     struct sandbox__wait *w = t->data;
@@ -1445,7 +703,7 @@ static void on_wait_timeout(uv_timer_t *t)
     TAILQ_REMOVE(&sb->waits, w, link);
     uv_close((uv_handle_t *)&w->timer, on_wait_closed);
     sandbox__kill(sb, SANDBOX_ERR_INTERNAL, "no %s from the sandbox after %" PRIu32 " ms",
-                  type_name(w->type), w->timeout_ms);
+                  sandbox__type_name(w->type), w->timeout_ms);
     w->cb(sb, -ETIMEDOUT, NULL, w->data);
     sandbox__release(sb);
 }
@@ -1620,7 +878,7 @@ static void on_loaded(struct sandbox *sb, int status, struct sandbox__frame *f, 
         sb->init_ns = m.init_ns;
         if (m.status != 0) {
             char msg[200];
-            sanitize(msg, sizeof(msg), m.message.p, m.message.len);
+            sandbox__sanitize(msg, sizeof(msg), m.message.p, m.message.len);
             sandbox__set_error(sb, "load failed: %s", msg[0] ? msg : strerror((int)m.status));
             status = (m.status > 0 && m.status < 4096) ? -(int)m.status : -EPROTO;
         }
@@ -1675,10 +933,10 @@ static void on_forked(struct sandbox *zygote, int status, struct sandbox__frame 
             status = (m.status < 4096) ? -(int)m.status : -EPROTO;
         } else if (pidfd_send_signal(f->fds[0], 0, NULL, 0) < 0 && errno != ESRCH) {
             /* Signal 0 checks that the fd is a pidfd at all. */
-            bad_frame(zygote, "FORKED fd is not a pidfd");
+            sandbox__bad_frame(zygote, "FORKED fd is not a pidfd");
             status = -EBADMSG;
         } else if (m.pid == 0 || m.pid > INT32_MAX) {
-            bad_frame(zygote, "FORKED pid %" PRIu32, m.pid);
+            sandbox__bad_frame(zygote, "FORKED pid %" PRIu32, m.pid);
             status = -EBADMSG;
         } else {
             pidfd = f->fds[0];
@@ -1795,6 +1053,155 @@ int sandbox__park_send(struct sandbox *zygote, int *fds, int n_fds, sandbox__sta
 }
 
 /* ---- calls ---- */
+
+static struct sandbox__inflight *find_call(struct sandbox *sb, uint32_t id)
+{
+    struct sandbox__inflight *c;
+    TAILQ_FOREACH(c, &sb->calls, link)
+    {
+        if (c->id == id)
+            return c;
+    }
+    return NULL;
+}
+
+static void on_call_closed(uv_handle_t *h)
+{
+    struct sandbox__inflight *c = h->data;
+    struct sandbox *sb = c->sb;
+    free(c);
+    sb->handles--;
+    sandbox__maybe_free(sb);
+}
+
+/* Take @c out of the table and give its owner @res. */
+static void call_complete(struct sandbox *sb, struct sandbox__inflight *c,
+                          struct sandbox_result *res)
+{
+    TAILQ_REMOVE(&sb->calls, c, link);
+    sb->n_calls--;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_call_closed);
+    res->run_ns = ember_now_ns() - c->sent_ns;
+    c->cb(sb, res, c->data);
+}
+
+static void call_fail(struct sandbox *sb, struct sandbox__inflight *c, enum sandbox_error error,
+                      const char *detail)
+{
+    struct sandbox_result res;
+    memset(&res, 0, sizeof(res));
+    res.error = error;
+    res.status = sandbox_error_http_status(error);
+    snprintf(res.detail, sizeof(res.detail), "%s", detail);
+    call_complete(sb, c, &res);
+}
+
+/* Fail every call in flight. A callback may destroy the sandbox, which
+ * fails the rest itself: take one at a time from the head. */
+static void complete_calls(struct sandbox *sb, enum sandbox_error error, const char *detail)
+{
+    struct sandbox__inflight *c;
+    while ((c = TAILQ_FIRST(&sb->calls)))
+        call_fail(sb, c, error, detail);
+}
+
+void sandbox__on_response(struct sandbox *sb, const struct proto_hdr *h, const uint8_t *payload)
+{
+    struct sandbox__inflight *c = find_call(sb, h->id);
+    if (!c) {
+        sandbox__bad_frame(sb, "RESPONSE for call %" PRIu32 ", which is not in flight", h->id);
+        return;
+    }
+    struct proto_response pr;
+    if (proto_response_decode(payload, h->len, &pr) < 0) {
+        sandbox__bad_frame(sb, "RESPONSE does not decode");
+        return;
+    }
+    if (pr.status < 100 || pr.status > 599) {
+        sandbox__bad_frame(sb, "RESPONSE status %" PRIu32, pr.status);
+        return;
+    }
+    struct sandbox_header headers[PROTO_MAX_PAIRS];
+    for (uint32_t i = 0; i < pr.n_headers; i++) {
+        if (!proto_header_valid(&pr.headers[i])) {
+            sandbox__bad_frame(sb, "RESPONSE header %" PRIu32 " is not a valid HTTP header", i);
+            return;
+        }
+        headers[i] = (struct sandbox_header){.name = pr.headers[i].key.p,
+                                             .name_len = pr.headers[i].key.len,
+                                             .value = pr.headers[i].value.p,
+                                             .value_len = pr.headers[i].value.len};
+    }
+    if (pr.body.len > SANDBOX_RESPONSE_MAX) {
+        /* Well-formed, only too big: the call fails, the sandbox lives. */
+        char detail[96];
+        snprintf(detail, sizeof(detail), "response body over %u bytes", SANDBOX_RESPONSE_MAX);
+        call_fail(sb, c, SANDBOX_ERR_TOO_LARGE, detail);
+        return;
+    }
+    struct sandbox_result res;
+    memset(&res, 0, sizeof(res));
+    res.error = SANDBOX_OK;
+    res.status = (int)pr.status;
+    res.headers = headers;
+    res.n_headers = pr.n_headers;
+    res.body = pr.body.p;
+    res.body_len = pr.body.len;
+    call_complete(sb, c, &res);
+}
+
+void sandbox__on_failed(struct sandbox *sb, const struct proto_hdr *h, const uint8_t *payload)
+{
+    struct sandbox__inflight *c = find_call(sb, h->id);
+    if (!c) {
+        sandbox__bad_frame(sb, "FAILED for call %" PRIu32 ", which is not in flight", h->id);
+        return;
+    }
+    struct proto_failed m;
+    if (proto_failed_decode(payload, h->len, &m) < 0) {
+        sandbox__bad_frame(sb, "FAILED does not decode");
+        return;
+    }
+    char msg[256];
+    sandbox__sanitize(msg, sizeof(msg), m.message.p, m.message.len);
+    enum sandbox_error error;
+    const char *fallback;
+    switch (m.reason) {
+    case PROTO_FAIL_HANDLER:
+        error = SANDBOX_ERR_HANDLER;
+        fallback = "handler failed";
+        break;
+    case PROTO_FAIL_BAD_OUTPUT:
+        error = SANDBOX_ERR_BAD_OUTPUT;
+        fallback = "bad output from the function";
+        break;
+    case PROTO_FAIL_TOO_LARGE:
+        error = SANDBOX_ERR_TOO_LARGE;
+        fallback = "response too large";
+        break;
+    case PROTO_FAIL_CRASH:
+        /* The crash frame of a dying instance, or an exec child that died.
+         * An OOM kill explains it better than the signal does; otherwise
+         * the message also explains the process's own death if it follows. */
+        fallback = "crashed";
+        snprintf(sb->crash_detail, sizeof(sb->crash_detail), "%s", msg[0] ? msg : fallback);
+        if (oom_seen(sb)) {
+            call_fail(sb, c, SANDBOX_ERR_OOM, "out of memory");
+            return;
+        }
+        error = SANDBOX_ERR_CRASH;
+        break;
+    case PROTO_FAIL_INTERNAL:
+        error = SANDBOX_ERR_INTERNAL;
+        fallback = "internal error in the sandbox";
+        break;
+    default:
+        sandbox__bad_frame(sb, "FAILED with unknown reason %" PRIu32, m.reason);
+        return;
+    }
+    call_fail(sb, c, error, msg[0] ? msg : fallback);
+}
 
 static void on_call_timeout(uv_timer_t *t)
 {
@@ -1951,11 +1358,11 @@ static void discard(struct sandbox *sb)
     sb->op_cb = NULL;
     unlink_child(sb);
     sb->destroyed = true;
-    signal_kill(sb);
-    chan_close(sb);
+    sandbox__signal_kill(sb);
+    sandbox__chan_close(sb);
     if (!sb->direct_child || sb->exited)
         pid_close(sb);
-    maybe_free(sb);
+    sandbox__maybe_free(sb);
 }
 
 int sandbox_create(struct sandbox_backend *be, struct sandbox **out, sandbox_done_cb cb, void *data)
@@ -2110,8 +1517,8 @@ void sandbox_destroy(struct sandbox *sb)
     }
     unlink_child(sb);
 
-    signal_kill(sb);
-    chan_close(sb);
+    sandbox__signal_kill(sb);
+    sandbox__chan_close(sb);
     exit_timer_close(sb);
     /* A child of ours stays watched until it is reaped; anything else has
      * nothing left to tell. */

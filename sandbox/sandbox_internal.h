@@ -1,12 +1,13 @@
 /* sandbox_internal.h - the generic core the backends build on (internal to
  * sandbox/; the pool never includes this).
  *
- * sandbox.c owns everything that is the same for a container and a microVM:
+ * sandbox.c and chan.c own everything that is the same for a container and
+ * a microVM:
  *
  *   - struct sandbox and struct sandbox_backend, their ids, roles, lifetime;
- *   - the channel: emberd's end of a SOCK_STREAM socketpair, driven by a
- *     uv_poll_t, frames parsed incrementally and checked (sandbox output is
- *     untrusted), fds sent and received with SCM_RIGHTS;
+ *   - the channel (chan.c): emberd's end of a SOCK_STREAM socketpair,
+ *     driven by a uv_poll_t, frames parsed incrementally and checked
+ *     (sandbox output is untrusted), fds sent and received with SCM_RIGHTS;
  *   - the process: a pidfd watched for exit, direct children reaped with
  *     waitid(P_PIDFD), the death classified (OOM, crash frame, wait status);
  *   - calls: PROTO_INVOKE out, PROTO_RESPONSE / PROTO_FAILED in, per-call
@@ -391,6 +392,37 @@ void sandbox__set_error(struct sandbox *sb, const char *fmt, ...)
 
 /** "exited with status N" / "killed by signal N (SIGX)" for a waitpid status. */
 void sandbox__describe_status(int wait_status, char *buf, size_t size);
+
+/* ---- the core's own: shared between its files, not for backends ---- */
+
+/* sandbox.c */
+/** The name of a frame type for messages ("HELLO"; "?" if unknown). */
+const char *sandbox__type_name(uint16_t type);
+/** Copy untrusted bytes into a C string: printable ASCII only, truncated. */
+void sandbox__sanitize(char *dst, size_t size, const char *src, size_t len);
+/** Free @sb if it is destroyed, its handles are closed and nothing holds it. */
+void sandbox__maybe_free(struct sandbox *sb);
+/** SIGKILL @sb's process through its pidfd, unless it has none or has exited. */
+void sandbox__signal_kill(struct sandbox *sb);
+/** A zygote's PROTO_EXITED: the wait status of its child @ns_pid. */
+void sandbox__child_exited(struct sandbox *zygote, uint32_t ns_pid, uint32_t wait_status);
+/** A PROTO_RESPONSE: complete the call in flight it answers. */
+void sandbox__on_response(struct sandbox *sb, const struct proto_hdr *h, const uint8_t *payload);
+/** A PROTO_FAILED: fail the call in flight it answers. */
+void sandbox__on_failed(struct sandbox *sb, const struct proto_hdr *h, const uint8_t *payload);
+/** Give @f to the oldest wait for it: false if nothing waits for it. */
+bool sandbox__wait_deliver(struct sandbox *sb, struct sandbox__frame *f);
+
+/* chan.c */
+/** Start @sb's channel on @chan_fd (taken, also on failure); a failure kills @sb. */
+int sandbox__chan_attach(struct sandbox *sb, int chan_fd);
+/** Stop talking to the sandbox; the fd and buffers go when the handle has closed. */
+void sandbox__chan_close(struct sandbox *sb);
+/** Read and act on what a dead process left in its channel (bounded). */
+void sandbox__chan_drain(struct sandbox *sb);
+/** Kill @sb for a frame it should not have sent (SANDBOX_ERR_BAD_OUTPUT). */
+void sandbox__bad_frame(struct sandbox *sb, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /** The container backend's ops (container/backend.c). */
 extern const struct sandbox_ops sandbox_container_ops;
