@@ -1,8 +1,8 @@
 /* sandbox_internal.h - the generic core the backends build on (internal to
  * sandbox/; the pool never includes this).
  *
- * sandbox.c and chan.c own everything that is the same for a container and
- * a microVM:
+ * sandbox.c, chan.c and steps.c own everything that is the same for a
+ * container and a microVM:
  *
  *   - struct sandbox and struct sandbox_backend, their ids, roles, lifetime;
  *   - the channel (chan.c): emberd's end of a SOCK_STREAM socketpair,
@@ -12,8 +12,8 @@
  *     waitid(P_PIDFD), the death classified (OOM, crash frame, wait status);
  *   - calls: PROTO_INVOKE out, PROTO_RESPONSE / PROTO_FAILED in, per-call
  *     timers, several calls in flight keyed by call id;
- *   - waits for one expected frame (HELLO, LOADED, FORKED, RESET_DONE) with a
- *     timeout, and the common exchanges built on them;
+ *   - waits (steps.c) for one expected frame (HELLO, LOADED, FORKED,
+ *     RESET_DONE) with a timeout, and the common exchanges built on them;
  *   - thread-pool work that keeps a sandbox allocated until it completes.
  *
  * A backend fills struct sandbox_ops and composes these pieces. Its
@@ -410,8 +410,6 @@ void sandbox__child_exited(struct sandbox *zygote, uint32_t ns_pid, uint32_t wai
 void sandbox__on_response(struct sandbox *sb, const struct proto_hdr *h, const uint8_t *payload);
 /** A PROTO_FAILED: fail the call in flight it answers. */
 void sandbox__on_failed(struct sandbox *sb, const struct proto_hdr *h, const uint8_t *payload);
-/** Give @f to the oldest wait for it: false if nothing waits for it. */
-bool sandbox__wait_deliver(struct sandbox *sb, struct sandbox__frame *f);
 
 /* chan.c */
 /** Start @sb's channel on @chan_fd (taken, also on failure); a failure kills @sb. */
@@ -423,6 +421,12 @@ void sandbox__chan_drain(struct sandbox *sb);
 /** Kill @sb for a frame it should not have sent (SANDBOX_ERR_BAD_OUTPUT). */
 void sandbox__bad_frame(struct sandbox *sb, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* steps.c */
+/** Give @f to the oldest wait for it: false if nothing waits for it. */
+bool sandbox__wait_deliver(struct sandbox *sb, struct sandbox__frame *f);
+/** Fail every wait with @status: -ECHILD dead or killed, -ECANCELED destroyed. */
+void sandbox__fail_waits(struct sandbox *sb, int status);
 
 /** The container backend's ops (container/backend.c). */
 extern const struct sandbox_ops sandbox_container_ops;

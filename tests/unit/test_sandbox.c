@@ -1,4 +1,5 @@
-/* test_sandbox.c - the generic sandbox core (sandbox.c) with a fake backend.
+/* test_sandbox.c - the generic sandbox core (sandbox.c, chan.c, steps.c)
+ * with a fake backend.
  *
  * The fake backend's sandbox processes are real: children of the test
  * process that speak the protocol on a real socketpair with the blocking
