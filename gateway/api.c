@@ -5,7 +5,7 @@
  * memory nor the loop depends on the package's size. Invocations go to the
  * pool; their answers come back on the loop.
  */
-#include "gateway/api.h"
+#include "gateway/api_internal.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -21,67 +21,6 @@
 #include "common/log.h"
 
 #define DEPLOY_BUF_SIZE (256u << 10) /* bytes gathered before one write */
-
-struct async_record;
-
-struct api {
-    uv_loop_t *loop;
-    struct store *store;
-    struct pool *pool;
-    char *token;
-    uint64_t package_max, invoke_max;
-    const char *version;
-    struct http_server *server;
-    bool draining;
-    uint32_t pending;
-    uint64_t boot_id;
-    uint64_t inv_seq;
-    struct list async_records; /* oldest first */
-    uint32_t n_async;
-    uint64_t deploys, deploy_failures;
-};
-
-enum route {
-    R_HEALTHZ,
-    R_METRICS,
-    R_FUNCTIONS,      /* /v1/functions */
-    R_FUNCTION,       /* /v1/functions/{name} */
-    R_INVOKE,         /* /v1/functions/{name}/invoke */
-    R_LOGS,           /* /v1/functions/{name}/logs */
-    R_INVOCATION,     /* /v1/invocations/{id} */
-    R_POOL,           /* /v1/pool */
-    R_FN_URL,         /* /fn/{name}[/{path}] */
-};
-
-struct api_req {
-    struct api *api;
-    struct http_request *req;
-    enum route route;
-    char name[STORE_NAME_MAX + 1];
-    bool aborted;
-
-    /* deploy */
-    struct store_upload *upload;
-    uint8_t *buf;
-    size_t buf_len;
-    bool busy;       /* thread-pool work in flight */
-    bool body_done;
-    int status;      /* of the work */
-    struct ember_error err;
-    struct function_record *rec;
-    bool created, unchanged;
-    uv_work_t work;
-    uint8_t *wbuf;   /* buffer being written */
-    size_t wlen;
-
-    /* invoke */
-    struct pool_ticket *ticket;
-    struct sandbox_header *hdrs;
-    size_t n_hdrs;
-    const char *fn_path;
-    char inv_id[48];
-    bool async;
-};
 
 /* A call made with ?async=1, kept for GET /v1/invocations/{id}. */
 struct async_record {
@@ -118,8 +57,8 @@ bool api_token_matches(const char *expected, const char *given)
     return diff == 0;
 }
 
-static void respond_json(struct http_request *req, int status, json_t *body,
-                         const struct http_header *extra, size_t n_extra)
+void api__respond_json(struct http_request *req, int status, json_t *body,
+                       const struct http_header *extra, size_t n_extra)
 {
     char *text = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(body);
@@ -136,7 +75,7 @@ static void respond_json(struct http_request *req, int status, json_t *body,
     http_respond_owned(req, status, hdrs, n, text, len);
 }
 
-static void api_req_free(struct api_req *ar)
+void api__req_free(struct api_req *ar)
 {
     if (ar->rec)
         store_record_unref(ar->rec);
@@ -147,10 +86,10 @@ static void api_req_free(struct api_req *ar)
 }
 
 /* Respond once and release the per-request state. */
-static void finish_error(struct api_req *ar, int status, const char *error, const char *detail)
+void api__finish_error(struct api_req *ar, int status, const char *error, const char *detail)
 {
     http_respond_error(ar->req, status, error, detail, false);
-    api_req_free(ar);
+    api__req_free(ar);
 }
 
 static bool method_is(const struct http_request *req, const char *m)
@@ -233,7 +172,7 @@ static void method_not_allowed(struct http_request *req, const char *allow)
 {
     json_t *o = json_pack("{s:s,s:s}", "error", "method not allowed", "detail", allow);
     struct http_header h = {"Allow", 5, allow, strlen(allow)};
-    respond_json(req, 405, o, &h, 1);
+    api__respond_json(req, 405, o, &h, 1);
 }
 
 /* ---- simple handlers ------------------------------------------------------------------ */
@@ -242,7 +181,7 @@ static void handle_healthz(struct api *a, struct http_request *req)
 {
     json_t *o = json_pack("{s:s,s:s,s:b}", "status", a->draining ? "draining" : "ok", "version",
                           a->version ? a->version : "dev", "draining", a->draining);
-    respond_json(req, a->draining ? 503 : 200, o, NULL, 0);
+    api__respond_json(req, a->draining ? 503 : 200, o, NULL, 0);
 }
 
 static void handle_metrics(struct api *a, struct http_request *req)
@@ -306,7 +245,7 @@ static void handle_list(struct api *a, struct http_request *req)
         store_record_unref(recs[i]);
     }
     free(recs);
-    respond_json(req, 200, json_pack("{s:o}", "functions", arr), NULL, 0);
+    api__respond_json(req, 200, json_pack("{s:o}", "functions", arr), NULL, 0);
 }
 
 static void handle_get(struct api *a, struct http_request *req, const char *name)
@@ -318,7 +257,7 @@ static void handle_get(struct api *a, struct http_request *req, const char *name
     }
     json_t *o = function_json(a, rec, true);
     store_record_unref(rec);
-    respond_json(req, 200, o, NULL, 0);
+    api__respond_json(req, 200, o, NULL, 0);
 }
 
 static void handle_logs(struct api *a, struct http_request *req, const char *name)
@@ -336,10 +275,10 @@ static void handle_logs(struct api *a, struct http_request *req, const char *nam
         if (v > 0 && v <= 1000)
             max = (size_t)v;
     }
-    respond_json(req, 200,
-                 json_pack("{s:s,s:o}", "function", name, "lines",
-                           pool_function_logs(a->pool, name, max)),
-                 NULL, 0);
+    api__respond_json(req, 200,
+                      json_pack("{s:s,s:o}", "function", name, "lines",
+                                pool_function_logs(a->pool, name, max)),
+                      NULL, 0);
 }
 
 /* ---- pool -------------------------------------------------------------------------- */
@@ -353,19 +292,19 @@ static void handle_pool_patch(struct api_req *ar)
     if (!patch) {
         char detail[256];
         snprintf(detail, sizeof(detail), "invalid JSON at line %d: %s", jerr.line, jerr.text);
-        finish_error(ar, 400, "bad request", detail);
+        api__finish_error(ar, 400, "bad request", detail);
         return;
     }
     struct ember_error err = {0};
     int r = pool_configure(a->pool, patch, &err);
     json_decref(patch);
     if (r < 0) {
-        finish_error(ar, 400, "bad request", err.msg);
+        api__finish_error(ar, 400, "bad request", err.msg);
         return;
     }
     log_info("api: pool settings changed");
-    respond_json(ar->req, 200, pool_json(a->pool), NULL, 0);
-    api_req_free(ar);
+    api__respond_json(ar->req, 200, pool_json(a->pool), NULL, 0);
+    api__req_free(ar);
 }
 
 /* ---- deploy ---------------------------------------------------------------------------- */
@@ -430,13 +369,13 @@ static void on_deploy_aborted_cleanup(uv_work_t *w, int status)
     struct api_req *ar = w->data;
     (void)status;
     http_respond_error(ar->req, 400, "aborted", NULL, true);
-    api_req_free(ar);
+    api__req_free(ar);
 }
 
 static void after_abort_free(uv_work_t *w, int status)
 {
     (void)status;
-    api_req_free(w->data);
+    api__req_free(w->data);
 }
 
 static void deploy_fail(struct api_req *ar, int status, const char *error, const char *detail)
@@ -451,7 +390,7 @@ static void deploy_fail(struct api_req *ar, int status, const char *error, const
     if (ar->upload)
         store_upload_abort(ar->upload); /* the queue refused: rare, do it here */
     ar->upload = NULL;
-    api_req_free(ar);
+    api__req_free(ar);
 }
 
 /*
@@ -495,9 +434,9 @@ static void deploy_step(struct api_req *ar)
             pool_function_update(a->pool, ar->rec);
         log_info("api: deployed %s version %.12s (%s)", ar->rec->name, ar->rec->version,
                  ar->created ? "new" : ar->unchanged ? "unchanged" : "updated");
-        respond_json(ar->req, ar->created ? 201 : 200, function_json(a, ar->rec, false), NULL,
-                     0);
-        api_req_free(ar);
+        api__respond_json(ar->req, ar->created ? 201 : 200, function_json(a, ar->rec, false), NULL,
+                          0);
+        api__req_free(ar);
         return;
     }
     if (!ar->upload) {
@@ -575,13 +514,13 @@ static void handle_deploy(struct api_req *ar)
     struct api *a = ar->api;
     ar->buf = malloc(DEPLOY_BUF_SIZE);
     if (!ar->buf) {
-        finish_error(ar, 500, "internal error", "out of memory");
+        api__finish_error(ar, 500, "internal error", "out of memory");
         return;
     }
     if (http_request_read_body(ar->req, HTTP_BODY_STREAM, a->package_max) < 0) {
         /* the server answered 413 itself */
         a->deploy_failures++;
-        api_req_free(ar);
+        api__req_free(ar);
         return;
     }
     http_request_pause(ar->req); /* until the temporary file exists */
@@ -648,14 +587,14 @@ static void on_invoke_result(const struct pool_result *res, void *data)
         }
         json_t *o = json_pack("{s:s,s:s,s:s}", "error", res->error_name, "detail",
                               res->detail ? res->detail : "", "invocation", ar->inv_id);
-        respond_json(ar->req, res->http_status, o, base, nb);
-        api_req_free(ar);
+        api__respond_json(ar->req, res->http_status, o, base, nb);
+        api__req_free(ar);
         return;
     }
 
     struct http_header *hdrs = calloc(res->n_headers + nb, sizeof(*hdrs));
     if (!hdrs) {
-        finish_error(ar, 500, "internal error", "out of memory");
+        api__finish_error(ar, 500, "internal error", "out of memory");
         return;
     }
     size_t n = 0;
@@ -672,7 +611,7 @@ static void on_invoke_result(const struct pool_result *res, void *data)
         status = 502;
     http_respond(ar->req, status, hdrs, n, res->body, res->body_len);
     free(hdrs);
-    api_req_free(ar);
+    api__req_free(ar);
 }
 
 #define REMOTE_ADDR_HEADER "X-Ember-Remote-Addr"
@@ -815,7 +754,7 @@ static void start_async(struct api_req *ar)
     struct http_request *req = ar->req;
     struct async_record *r = calloc(1, sizeof(*r));
     if (!r) {
-        finish_error(ar, 500, "internal error", "out of memory");
+        api__finish_error(ar, 500, "internal error", "out of memory");
         return;
     }
     list_init(&r->link);
@@ -835,7 +774,7 @@ static void start_async(struct api_req *ar)
     r->hdrs = malloc(ar->n_hdrs * sizeof(*r->hdrs) + strings + 1);
     if (!r->method || !r->path || !r->query || !r->body || !r->hdrs) {
         async_record_free(r);
-        finish_error(ar, 500, "internal error", "out of memory");
+        api__finish_error(ar, 500, "internal error", "out of memory");
         return;
     }
     if (req->body_len)
@@ -877,9 +816,9 @@ static void start_async(struct api_req *ar)
         {"Location", 8, location, strlen(location)},
         {"X-Ember-Invocation", 18, r->id, strlen(r->id)},
     };
-    respond_json(req, 202, json_pack("{s:s,s:s}", "invocation", r->id, "status", "accepted"), h,
-                 2);
-    api_req_free(ar);
+    api__respond_json(req, 202, json_pack("{s:s,s:s}", "invocation", r->id, "status", "accepted"),
+                      h, 2);
+    api__req_free(ar);
 }
 
 static void invoke_start(struct api_req *ar)
@@ -887,7 +826,7 @@ static void invoke_start(struct api_req *ar)
     struct api *a = ar->api;
     struct http_request *req = ar->req;
     if (build_call_headers(ar) < 0) {
-        finish_error(ar, 500, "internal error", "out of memory");
+        api__finish_error(ar, 500, "internal error", "out of memory");
         return;
     }
     new_invocation_id(a, ar->inv_id);
@@ -912,7 +851,7 @@ static void handle_invoke(struct api_req *ar, const char *rest)
     struct api *a = ar->api;
     ar->rec = store_function_get(a->store, ar->name);
     if (!ar->rec) {
-        finish_error(ar, 404, "not found", "no such function");
+        api__finish_error(ar, 404, "not found", "no such function");
         return;
     }
     if (ar->route == R_INVOKE) {
@@ -926,7 +865,7 @@ static void handle_invoke(struct api_req *ar, const char *rest)
         return;
     }
     if (http_request_read_body(ar->req, HTTP_BODY_BUFFER, a->invoke_max) < 0)
-        api_req_free(ar); /* 413 already sent */
+        api__req_free(ar); /* 413 already sent */
 }
 
 static void handle_invocation(struct api *a, struct http_request *req, const char *id)
@@ -964,7 +903,7 @@ static void handle_invocation(struct api *a, struct http_request *req, const cha
                 json_object_set_new(o, "truncated", json_boolean(r->truncated));
             }
         }
-        respond_json(req, 200, o, NULL, 0);
+        api__respond_json(req, 200, o, NULL, 0);
         return;
     }
     http_respond_error(req, 404, "not found", "no such invocation (records are kept for the last "
@@ -985,17 +924,19 @@ static void after_delete(uv_work_t *w, int status)
     if (status < 0 && ar->status == 0)
         ar->status = status;
     if (ar->status == -ENOENT) {
-        finish_error(ar, 404, "not found", "no such function");
+        api__finish_error(ar, 404, "not found", "no such function");
         return;
     }
     if (ar->status < 0) {
-        finish_error(ar, 500, "store failed", ar->err.msg[0] ? ar->err.msg : strerror(-ar->status));
+        api__finish_error(ar, 500, "store failed",
+                          ar->err.msg[0] ? ar->err.msg : strerror(-ar->status));
         return;
     }
     pool_function_remove(ar->api->pool, ar->name);
     log_info("api: deleted %s", ar->name);
-    respond_json(ar->req, 200, json_pack("{s:s,s:b}", "name", ar->name, "deleted", 1), NULL, 0);
-    api_req_free(ar);
+    api__respond_json(ar->req, 200, json_pack("{s:s,s:b}", "name", ar->name, "deleted", 1), NULL,
+                      0);
+    api__req_free(ar);
 }
 
 static void handle_delete(struct api_req *ar)
@@ -1003,7 +944,7 @@ static void handle_delete(struct api_req *ar)
     ar->work.data = ar;
     int r = uv_queue_work(ar->api->loop, &ar->work, work_delete, after_delete);
     if (r < 0)
-        finish_error(ar, 500, "internal error", uv_strerror(r));
+        api__finish_error(ar, 500, "internal error", uv_strerror(r));
 }
 
 /* ---- the handler callbacks ---------------------------------------------------------------- */
@@ -1044,7 +985,7 @@ static void on_request(struct http_request *req, void *data)
         struct http_header h = {"WWW-Authenticate", 16, "Bearer realm=\"ember\"", 20};
         json_t *o = json_pack("{s:s,s:s}", "error", "unauthorized", "detail",
                               "this route needs Authorization: Bearer <token>");
-        respond_json(req, 401, o, &h, 1);
+        api__respond_json(req, 401, o, &h, 1);
         return;
     }
     if (a->draining && route != R_HEALTHZ && route != R_METRICS) {
@@ -1081,7 +1022,7 @@ static void on_request(struct http_request *req, void *data)
         break;
     case R_POOL:
         if (method_is(req, "GET")) {
-            respond_json(req, 200, pool_json(a->pool), NULL, 0);
+            api__respond_json(req, 200, pool_json(a->pool), NULL, 0);
             return;
         }
         if (!method_is(req, "PATCH"))
@@ -1116,14 +1057,14 @@ static void on_request(struct http_request *req, void *data)
         return;
     case R_POOL:
         if (http_request_read_body(req, HTTP_BODY_BUFFER, 1u << 20) < 0)
-            api_req_free(ar);
+            api__req_free(ar);
         return;
     case R_INVOKE:
     case R_FN_URL:
         handle_invoke(ar, rest);
         return;
     default:
-        finish_error(ar, 500, "internal error", "unrouted request");
+        api__finish_error(ar, 500, "internal error", "unrouted request");
         return;
     }
 }
@@ -1183,16 +1124,16 @@ static void on_abort(struct http_request *req, void *data)
             pool_ticket_cancel(ar->ticket);
             ar->ticket = NULL;
             http_respond_error(req, 499, "client closed request", NULL, true);
-            api_req_free(ar);
+            api__req_free(ar);
         } else if (!ar->hdrs) {
             /* still reading the body: nothing started */
             http_respond_error(req, 400, "aborted", NULL, true);
-            api_req_free(ar);
+            api__req_free(ar);
         }
         return;
     case R_POOL:
         http_respond_error(req, 400, "aborted", NULL, true);
-        api_req_free(ar);
+        api__req_free(ar);
         return;
     default:
         return;
