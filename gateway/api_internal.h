@@ -1,6 +1,7 @@
 /* api_internal.h - the API's state and per-request state, shared by the
  * files of the HTTP API: api.c (routing, the simple handlers, the pool
- * settings, delete and the handler callbacks). Not for use outside gateway/. */
+ * settings, delete and the handler callbacks) and invoke.c (invocations and
+ * their records). Not for use outside gateway/. */
 #ifndef EMBER_GATEWAY_API_INTERNAL_H
 #define EMBER_GATEWAY_API_INTERNAL_H
 
@@ -28,7 +29,7 @@ struct api {
     uint32_t pending;
     uint64_t boot_id;
     uint64_t inv_seq;
-    struct list async_records; /* oldest first */
+    struct list async_records; /* invoke.c's records, oldest first */
     uint32_t n_async;
     uint64_t deploys, deploy_failures;
 };
@@ -68,7 +69,7 @@ struct api_req {
     uint8_t *wbuf;   /* buffer being written */
     size_t wlen;
 
-    /* invoke */
+    /* invoke (invoke.c) */
     struct pool_ticket *ticket;
     struct sandbox_header *hdrs;
     size_t n_hdrs;
@@ -85,5 +86,15 @@ void api__respond_json(struct http_request *req, int status, json_t *body,
 void api__req_free(struct api_req *ar);
 /** Respond once and release the per-request state. */
 void api__finish_error(struct api_req *ar, int status, const char *error, const char *detail);
+
+/* invoke.c */
+/** POST .../invoke or /fn/{name}/...: find the function, then read the body. */
+void api__handle_invoke(struct api_req *ar, const char *rest);
+/** The body is in: hand the call to the pool, or start an async one (202). */
+void api__invoke_start(struct api_req *ar);
+/** GET /v1/invocations/{id}: the record of an async call. */
+void api__handle_invocation(struct api *a, struct http_request *req, const char *id);
+/** Free every invocation record (api_close). */
+void api__invocations_free(struct api *a);
 
 #endif

@@ -1,10 +1,11 @@
 /* test_api_routes.c - the API's routing, function-name rules, token check
- * and query helpers, reached through api.c's statics. */
+ * and query helpers, reached through api.c's and invoke.c's statics. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <string.h>
 
 #include "gateway/api.c"
+#include "gateway/invoke.c"
 
 static int route(const char *path, enum route *r, char *name, const char **rest)
 {
