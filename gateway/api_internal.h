@@ -1,7 +1,8 @@
 /* api_internal.h - the API's state and per-request state, shared by the
  * files of the HTTP API: api.c (routing, the simple handlers, the pool
- * settings, delete and the handler callbacks) and invoke.c (invocations and
- * their records). Not for use outside gateway/. */
+ * settings, delete and the handler callbacks), deploy.c (package uploads)
+ * and invoke.c (invocations and their records). Not for use outside
+ * gateway/. */
 #ifndef EMBER_GATEWAY_API_INTERNAL_H
 #define EMBER_GATEWAY_API_INTERNAL_H
 
@@ -55,7 +56,7 @@ struct api_req {
     char name[STORE_NAME_MAX + 1];
     bool aborted;
 
-    /* deploy */
+    /* deploy (deploy.c); delete uses work, status and err */
     struct store_upload *upload;
     uint8_t *buf;
     size_t buf_len;
@@ -86,6 +87,16 @@ void api__respond_json(struct http_request *req, int status, json_t *body,
 void api__req_free(struct api_req *ar);
 /** Respond once and release the per-request state. */
 void api__finish_error(struct api_req *ar, int status, const char *error, const char *detail);
+/** A function's JSON, with the pool's stats for it if @with_stats. */
+json_t *api__function_json(struct api *a, struct function_record *rec, bool with_stats);
+
+/* deploy.c */
+/** PUT /v1/functions/{name}: start streaming the body to a store upload. */
+void api__handle_deploy(struct api_req *ar);
+/** A chunk of the package arrived: buffer it; a full buffer pauses the request. */
+void api__deploy_on_body(struct api_req *ar);
+/** Re-enter the deploy state machine (body done, or aborted); waits out a step in flight. */
+void api__deploy_step(struct api_req *ar);
 
 /* invoke.c */
 /** POST .../invoke or /fn/{name}/...: find the function, then read the body. */
