@@ -109,28 +109,22 @@ void api__deploy_step(struct api_req *ar)
     if (ar->busy)
         return;
 
-    if (ar->status < 0) {
-        if (ar->aborted) {
-            ar->work.data = ar;
-            if (ar->upload &&
-                uv_queue_work(a->loop, &ar->work, work_abort, on_deploy_aborted_cleanup) == 0)
-                return;
-            on_deploy_aborted_cleanup(&ar->work, 0);
-            return;
-        }
-        int err = ar->err.code ? ar->err.code : ar->status;
-        int code = err == -EINVAL ? 400 : err == -EFBIG ? 413 : 500;
-        deploy_fail(ar, code,
-                    code == 400 ? "bad package" : code == 413 ? "too large" : "store failed",
-                    ar->err.msg[0] ? ar->err.msg : strerror(-ar->status));
-        return;
-    }
     if (ar->aborted) {
+        /* The client is gone, failed or not: nobody to answer, the upload
+         * to drop. */
         ar->work.data = ar;
         if (ar->upload &&
             uv_queue_work(a->loop, &ar->work, work_abort, on_deploy_aborted_cleanup) == 0)
             return;
         on_deploy_aborted_cleanup(&ar->work, 0);
+        return;
+    }
+    if (ar->status < 0) {
+        int err = ar->err.code ? ar->err.code : ar->status;
+        int code = err == -EINVAL ? 400 : err == -EFBIG ? 413 : 500;
+        deploy_fail(ar, code,
+                    code == 400 ? "bad package" : code == 413 ? "too large" : "store failed",
+                    ar->err.msg[0] ? ar->err.msg : strerror(-ar->status));
         return;
     }
     if (ar->rec) {
