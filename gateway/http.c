@@ -31,6 +31,12 @@
  *   Each timeout kind has a fixed duration, so deadlines in a per-kind FIFO
  *   list are sorted by construction (h2o's timeout lists): arming and
  *   disarming is O(1) and one uv_timer per server serves every connection.
+ *
+ * Files
+ *   This one keeps the connections: pools and the request arena, timeouts,
+ *   the dispatch loop, reading, writing, the public request API, the server.
+ *   The llhttp callbacks (bytes into requests) are in http_parse.c; the
+ *   types all of them share, in http_internal.h.
  */
 #include "gateway/http_internal.h"
 
@@ -58,7 +64,6 @@
 #define HEADER_BYTES_MAX (1u << 20)
 #define DISCARD_MAX (64u << 10)       /* unread body we swallow to keep alive */
 #define SMALL_BODY 2048u              /* buffered bodies this small use the arena */
-#define CHUNKED_BODY_START (16u << 10)
 #define LINGER_MS 2000u               /* write + drain budget when closing */
 #define LISTEN_BACKLOG 511
 
@@ -245,14 +250,6 @@ static bool name_is(const char *name, size_t len, const char *lit, size_t lit_le
 
 #define NAME_IS(n, l, lit) name_is((n), (l), (lit), sizeof(lit) - 1)
 
-/* RFC 9110 tchar */
-static bool is_tchar(unsigned char ch)
-{
-    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
-        return true;
-    return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
-
 /* A handler header we may put on the wire: token name, no CR/LF/NUL in the
  * value (response splitting), and none of the ones the server owns. */
 static bool header_usable(const struct http_header *h, size_t nl, size_t vl)
@@ -260,7 +257,7 @@ static bool header_usable(const struct http_header *h, size_t nl, size_t vl)
     if (!h->name || nl == 0 || (vl && !h->value))
         return false;
     for (size_t i = 0; i < nl; i++)
-        if (!is_tchar((unsigned char)h->name[i]))
+        if (!http__is_tchar((unsigned char)h->name[i]))
             return false;
     for (size_t i = 0; i < vl; i++)
         if (h->value[i] == '\r' || h->value[i] == '\n' || h->value[i] == '\0')
@@ -399,7 +396,7 @@ static void conn_rbuf_release(struct conn *c)
     c->rlen = c->rpos = c->head_start = 0;
 }
 
-static struct request *request_new(struct http_server *s)
+struct request *http__request_new(struct http_server *s)
 {
     struct request *r = s->free_reqs;
     if (r) {
@@ -420,7 +417,7 @@ static struct request *request_new(struct http_server *s)
     return r;
 }
 
-static void request_free(struct request *r)
+void http__request_free(struct request *r)
 {
     struct http_server *s = r->server;
     while (r->chunks) {
@@ -444,7 +441,7 @@ static void request_free(struct request *r)
 }
 
 /** Bump allocation from the request's arena; freed with the request. */
-static void *arena_alloc(struct request *r, size_t n)
+void *http__arena_alloc(struct request *r, size_t n)
 {
     n = (n + 7) & ~(size_t)7;
     if ((size_t)(r->end - r->cur) < n) {
@@ -589,320 +586,6 @@ static void on_kick(uv_idle_t *h)
     }
 }
 
-/* ---- llhttp callbacks --------------------------------------------------- */
-
-static int span_add(struct conn *c, struct span *sp, const char *at, size_t len)
-{
-    uint32_t off = (uint32_t)(at - c->rb->data) - c->head_start;
-    if (sp->len == 0)
-        sp->off = off;
-    else if (off != sp->off + sp->len) {
-        /* We feed the buffer in order, so a piece that does not follow the
-         * last one is llhttp accepting obs-fold (a value continued on the
-         * next line), which RFC 9112 lets us reject. */
-        c->err_status = 400;
-        c->err_detail = "obsolete line folding in a header field";
-        return -1;
-    }
-    sp->len += (uint32_t)len;
-    if ((uint64_t)sp->off + sp->len > c->server->limits.header_bytes) {
-        c->err_status = 431;
-        c->err_detail = "request line and headers exceed the size limit";
-        return -1;
-    }
-    return 0;
-}
-
-static int on_message_begin(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    struct head_spans *hs = &c->rb->spans;
-    hs->method.len = hs->url.len = 0;
-    hs->n_headers = 0;
-    hs->in_header = false;
-    c->msg_complete = false;
-    c->trailer_bytes = 0;
-    return 0;
-}
-
-static int on_method(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = p->data;
-    return span_add(c, &c->rb->spans.method, at, len);
-}
-
-static int on_url(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = p->data;
-    return span_add(c, &c->rb->spans.url, at, len);
-}
-
-/* Trailer fields of a chunked body: not kept, but bounded like a head. */
-static int trailer_bytes(struct conn *c, size_t len)
-{
-    c->trailer_bytes += (uint32_t)len;
-    if (c->trailer_bytes > c->server->limits.header_bytes) {
-        c->err_status = 431;
-        c->err_detail = "trailer fields exceed the size limit";
-        return -1;
-    }
-    return 0;
-}
-
-static int on_header_field(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = p->data;
-    struct head_spans *hs = &c->rb->spans;
-    if (c->state != C_HEAD)
-        return trailer_bytes(c, len);
-    if (!hs->in_header) {
-        if (hs->n_headers == HTTP_MAX_HEADERS) {
-            c->err_status = 431;
-            c->err_detail = "too many header fields";
-            return -1;
-        }
-        hs->in_header = true;
-        hs->name[hs->n_headers].len = 0;
-        hs->value[hs->n_headers].len = 0;
-        hs->value[hs->n_headers].off = 0;
-    }
-    return span_add(c, &hs->name[hs->n_headers], at, len);
-}
-
-static int on_header_value(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = p->data;
-    struct head_spans *hs = &c->rb->spans;
-    if (c->state != C_HEAD)
-        return trailer_bytes(c, len);
-    return span_add(c, &hs->value[hs->n_headers], at, len);
-}
-
-static int on_header_value_complete(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    struct head_spans *hs = &c->rb->spans;
-    if (c->state == C_HEAD && hs->in_header) {
-        hs->n_headers++;
-        hs->in_header = false;
-    }
-    return 0;
-}
-
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decode @n bytes of path into @out (NUL-terminated). */
-static const char *decode_path(const char *in, size_t n, char *out)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = in[i];
-        if (ch == '%') {
-            if (n - i < 3)
-                return "truncated percent-encoding in path";
-            int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
-            if (hi < 0 || lo < 0)
-                return "invalid percent-encoding in path";
-            ch = (char)(hi << 4 | lo);
-            if (ch == '\0')
-                return "percent-encoded NUL in path";
-            i += 2;
-        } else if (ch == '\0') {
-            return "NUL in path";
-        }
-        out[o++] = ch;
-    }
-    out[o] = '\0';
-    return NULL;
-}
-
-static const char *copy_str(char **dst, const char *src, size_t n)
-{
-    char *d = *dst;
-    memcpy(d, src, n);
-    d[n] = '\0';
-    *dst = d + n + 1;
-    return d;
-}
-
-/* Headers complete: copy the head into a new request's arena. */
-static int on_headers_complete(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    struct http_server *s = c->server;
-    const struct head_spans *hs = &c->rb->spans;
-    const char *base = c->rb->data + c->head_start;
-
-    if (p->http_major != 1) {
-        c->err_status = 505;
-        c->err_detail = "only HTTP/1.0 and HTTP/1.1 are supported";
-        return -1;
-    }
-    const char *url = base + hs->url.off;
-    size_t url_len = hs->url.len;
-    if (url_len == 0 || url[0] != '/') {
-        c->err_status = 400;
-        c->err_detail = "request-target must be in origin-form (start with '/')";
-        return -1;
-    }
-    if (memchr(url, '#', url_len)) {
-        c->err_status = 400;
-        c->err_detail = "fragment in request-target";
-        return -1;
-    }
-    const char *q = memchr(url, '?', url_len);
-    size_t path_len = q ? (size_t)(q - url) : url_len;
-    size_t query_len = q ? url_len - path_len - 1 : 0;
-
-    size_t need = (size_t)hs->n_headers * sizeof(struct http_header) + hs->method.len + 1 +
-                  url_len + 1 + path_len + 1 + query_len + 1;
-    for (uint32_t i = 0; i < hs->n_headers; i++) {
-        /* llhttp's loose build lets SP into field names ("Name : v"), which
-         * RFC 9112 says to reject: a proxy in front may read it differently. */
-        const char *name = base + hs->name[i].off;
-        for (uint32_t k = 0; k < hs->name[i].len; k++) {
-            if (!is_tchar((unsigned char)name[k])) {
-                c->err_status = 400;
-                c->err_detail = "invalid character in a header field name";
-                return -1;
-            }
-        }
-        need += hs->name[i].len + 1 + hs->value[i].len + 1;
-    }
-
-    struct request *r = request_new(s);
-    char *m = r ? arena_alloc(r, need) : NULL;
-    if (!m) {
-        if (r)
-            request_free(r);
-        c->err_status = 503;
-        c->err_detail = "out of memory";
-        return -1;
-    }
-    struct http_header *h = (struct http_header *)(void *)m;
-    char *w = m + (size_t)hs->n_headers * sizeof(*h);
-
-    r->pub.method = copy_str(&w, base + hs->method.off, hs->method.len);
-    r->pub.target = copy_str(&w, url, url_len);
-    const char *bad = decode_path(url, path_len, w);
-    if (bad) {
-        request_free(r);
-        c->err_status = 400;
-        c->err_detail = bad;
-        return -1;
-    }
-    r->pub.path = w;
-    w += strlen(w) + 1;
-    r->pub.query = copy_str(&w, q ? q + 1 : "", query_len);
-    for (uint32_t i = 0; i < hs->n_headers; i++) {
-        size_t vl = hs->value[i].len;
-        const char *v = base + hs->value[i].off;
-        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) /* llhttp keeps trailing OWS */
-            vl--;
-        h[i].name_len = hs->name[i].len;
-        h[i].name = copy_str(&w, base + hs->name[i].off, hs->name[i].len);
-        h[i].value_len = vl;
-        h[i].value = copy_str(&w, v, vl);
-    }
-    r->pub.headers = h;
-    r->pub.n_headers = hs->n_headers;
-    r->pub.http_minor = p->http_minor ? 1 : 0;
-    r->pub.keep_alive = llhttp_should_keep_alive(p) != 0;
-    bool chunked = (p->flags & F_CHUNKED) != 0;
-    if (!chunked && (p->flags & F_CONTENT_LENGTH))
-        r->pub.content_length = (int64_t)p->content_length;
-    r->pub.has_body = chunked || r->pub.content_length > 0;
-    r->is_head = p->method == HTTP_HEAD;
-    if (r->pub.http_minor >= 1 && r->pub.has_body) {
-        const char *e = http_request_header(&r->pub, "expect");
-        r->expect_continue = e && strcasecmp(e, "100-continue") == 0;
-    }
-    memcpy(r->pub.peer, c->peer, sizeof(r->pub.peer));
-    if (p->upgrade) /* we do not switch protocols; the stream ends with this request */
-        c->must_close = true;
-    r->conn = c;
-    c->req = r;
-    /* With a body, stop right after the head: the handler decides about it. */
-    return r->pub.has_body ? HPE_PAUSED : 0;
-}
-
-static int body_append(struct conn *c, struct request *r, const char *at, size_t len)
-{
-    size_t need = r->pub.body_len + len + 1;
-    if (need > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap * 2 : CHUNKED_BODY_START;
-        size_t lim = r->body_max >= SIZE_MAX - 1 ? SIZE_MAX - 1 : (size_t)r->body_max + 1;
-        if (cap > lim)
-            cap = lim;
-        if (cap < need)
-            cap = need;
-        uint8_t *nb;
-        if (r->body_heap) {
-            nb = realloc(r->body_buf, cap);
-        } else {
-            nb = malloc(cap);
-            if (nb && r->pub.body_len)
-                memcpy(nb, r->body_buf, r->pub.body_len);
-        }
-        if (!nb) {
-            c->err_status = 503;
-            c->err_detail = "out of memory for the request body";
-            return -1;
-        }
-        r->body_buf = nb;
-        r->body_cap = cap;
-        r->body_heap = true;
-    }
-    memcpy(r->body_buf + r->pub.body_len, at, len);
-    r->pub.body_len += len;
-    r->pub.body = r->body_buf;
-    return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t len)
-{
-    struct conn *c = p->data;
-    struct request *r = c->req;
-    if (!r || c->state != C_REQUEST || !r->body_requested || len == 0)
-        return 0; /* discarding after the response */
-    if (r->pub.body_received + len > r->body_max) {
-        c->err_status = 413;
-        c->err_detail = "request body exceeds the limit";
-        return -1;
-    }
-    r->pub.body_received += len;
-    if (r->mode == HTTP_BODY_BUFFER)
-        return body_append(c, r, at, len);
-
-    struct http_server *s = c->server;
-    r->pub.chunk = (const uint8_t *)at;
-    r->pub.chunk_len = len;
-    if (s->handler.on_body)
-        s->handler.on_body(&r->pub, s->handler.data);
-    /* Requests are freed only from the dispatch loop, so r is still ours. */
-    r->pub.chunk = NULL;
-    r->pub.chunk_len = 0;
-    if (c->req != r || c->state != C_REQUEST || r->paused || c->failed)
-        return HPE_PAUSED; /* llhttp resumes after this span */
-    return 0;
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-    struct conn *c = p->data;
-    c->msg_complete = true;
-    return HPE_PAUSED; /* one message at a time */
-}
-
 /* ---- the dispatch loop ----------------------------------------------------- */
 
 enum feed_result { FEED_MORE, FEED_PAUSED, FEED_ERROR };
@@ -950,7 +633,7 @@ static void conn_head_error(struct conn *c)
     if (c->req) { /* built, then found wanting (head size) */
         struct request *r = c->req;
         c->req = NULL;
-        request_free(r);
+        http__request_free(r);
     }
     if (c->err_status != 408)
         s->stats.parse_errors_total++;
@@ -1054,7 +737,7 @@ static bool step_done(struct conn *c)
     struct request *r = c->req;
     c->req = NULL;
     if (r)
-        request_free(r);
+        http__request_free(r);
     if (c->must_close || c->server->draining) {
         conn_shutdown(c, !c->msg_complete || c->rpos < c->rlen);
         return false;
@@ -1304,7 +987,7 @@ static void conn_fail_request(struct conn *c, int status, const char *detail)
         if (r->delivered && s->handler.on_abort)
             s->handler.on_abort(&r->pub, s->handler.data);
         else if (!r->delivered)
-            request_free(r);
+            http__request_free(r);
     }
 }
 
@@ -1338,7 +1021,7 @@ static void conn_close_now(struct conn *c)
         if (r->responded) {
             if (!r->writing) { /* else on_write (UV_ECANCELED) frees it */
                 c->req = NULL;
-                request_free(r);
+                http__request_free(r);
             }
         } else {
             c->req = NULL;
@@ -1346,7 +1029,7 @@ static void conn_close_now(struct conn *c)
             if (r->delivered)
                 aborted = r;
             else
-                request_free(r);
+                http__request_free(r);
         }
     }
     uv_close((uv_handle_t *)&c->tcp, on_conn_close);
@@ -1369,7 +1052,7 @@ static void on_write(uv_write_t *w, int status)
     if (status < 0 || c->closing) {
         if (c->req == r)
             c->req = NULL;
-        request_free(r);
+        http__request_free(r);
         if (!c->closing)
             conn_close_now(c);
         return;
@@ -1399,7 +1082,7 @@ static void respond(struct request *r, int status, const struct http_header *hdr
     r->responded = true;
     r->free_after = owned;
     if (!c) { /* aborted: the response only frees */
-        request_free(r);
+        http__request_free(r);
         return;
     }
     if (status < 200 || status > 599) {
@@ -1434,7 +1117,7 @@ static void respond(struct request *r, int status, const struct http_header *hdr
 
     bool no_body = r->is_head || status == 204 || status == 304;
     int64_t clen = (status == 204 || status == 304) ? -1 : (int64_t)len;
-    char *head = arena_alloc(r, head_bound(hdrs, n));
+    char *head = http__arena_alloc(r, head_bound(hdrs, n));
     if (!head) {
         conn_write_failed(c);
         return;
@@ -1468,7 +1151,7 @@ static void respond(struct request *r, int status, const struct http_header *hdr
         size_t rem = iov[1].len;
         char *copy;
         if (rem <= ARENA_CHUNK_MIN) {
-            copy = arena_alloc(r, rem);
+            copy = http__arena_alloc(r, rem);
         } else {
             copy = malloc(rem);
             r->free_after = copy;
@@ -1553,7 +1236,7 @@ int http_request_read_body(struct http_request *req, enum http_body_mode mode, u
         req->body = (const uint8_t *)"";
         if (req->content_length > 0) {
             size_t need = (size_t)req->content_length + 1;
-            r->body_buf = need <= SMALL_BODY ? arena_alloc(r, need) : malloc(need);
+            r->body_buf = need <= SMALL_BODY ? http__arena_alloc(r, need) : malloc(need);
             if (!r->body_buf) {
                 http_respond_error(req, 503, "out of memory", "no memory for the request body",
                                    true);
@@ -1775,16 +1458,7 @@ int http_server_start(uv_loop_t *loop, const char *host, uint16_t port,
         s->rbuf_cap = RBUF_MIN;
     s->handler = *handler;
 
-    llhttp_settings_init(&s->settings);
-    s->settings.on_message_begin = on_message_begin;
-    s->settings.on_method = on_method;
-    s->settings.on_url = on_url;
-    s->settings.on_header_field = on_header_field;
-    s->settings.on_header_value = on_header_value;
-    s->settings.on_header_value_complete = on_header_value_complete;
-    s->settings.on_headers_complete = on_headers_complete;
-    s->settings.on_body = on_body;
-    s->settings.on_message_complete = on_message_complete;
+    http__parser_settings_init(&s->settings);
 
     link_init(&s->conns);
     link_init(&s->kicks);

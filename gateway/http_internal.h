@@ -1,10 +1,15 @@
-/* http_internal.h - the HTTP server's types (internal to the server's files
- * in gateway/; api.c and emberd.c use http.h only).
+/* http_internal.h - the HTTP server's types and what its files share
+ * (internal to them; api.c and emberd.c use http.h only).
  *
  * A connection (struct conn), the request it carries (struct request, the
  * head of its arena block) and the server (struct http_server), with the
  * pieces they embed: the read buffer and the spans of a head being parsed,
  * the links of the server's lists, the timeout kinds, the connection states.
+ *
+ * The server's files:
+ *   http.c        connections, pools and the request arena, timeouts, the
+ *                 dispatch loop, reading, the public request API, the server;
+ *   http_parse.c  the llhttp callbacks: bytes into requests, with their limits.
  */
 #ifndef EMBER_GATEWAY_HTTP_INTERNAL_H
 #define EMBER_GATEWAY_HTTP_INTERNAL_H
@@ -152,5 +157,21 @@ struct http_server {
     struct request *free_reqs;
     uint32_t n_free_reqs;
 };
+
+/* ---- http.c: the request arena ---- */
+
+/** A new request on @s (a pooled block, its arena empty), or NULL. */
+struct request *http__request_new(struct http_server *s);
+/** Free @r, its arena, body and owned response; a draining server may finish. */
+void http__request_free(struct request *r);
+/** Bump allocation from the request's arena; freed with the request. */
+void *http__arena_alloc(struct request *r, size_t n);
+
+/* ---- http_parse.c: bytes into requests ---- */
+
+/** Fill @settings with the callbacks that parse requests on a struct conn. */
+void http__parser_settings_init(llhttp_settings_t *settings);
+/** RFC 9110 tchar: may @ch appear in a token (a header field name)? */
+bool http__is_tchar(unsigned char ch);
 
 #endif
