@@ -8,8 +8,10 @@
  *
  * The server's files:
  *   http.c        connections, pools and the request arena, timeouts, the
- *                 dispatch loop, reading, the public request API, the server;
- *   http_parse.c  the llhttp callbacks: bytes into requests, with their limits.
+ *                 dispatch loop, reading, closing, the public request API,
+ *                 the server;
+ *   http_parse.c  the llhttp callbacks: bytes into requests, with their limits;
+ *   http_write.c  responses: the head, the writes, the server's own errors.
  */
 #ifndef EMBER_GATEWAY_HTTP_INTERNAL_H
 #define EMBER_GATEWAY_HTTP_INTERNAL_H
@@ -22,6 +24,10 @@
 #include <uv.h>
 
 #include "gateway/http.h"
+
+/* Smallest chunk the request arena adds; a response body remainder up to
+ * this size is copied into the arena rather than malloc()ed. */
+#define ARENA_CHUNK_MIN 4096u
 
 #define container_of(ptr, type, member) \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
@@ -167,11 +173,31 @@ void http__request_free(struct request *r);
 /** Bump allocation from the request's arena; freed with the request. */
 void *http__arena_alloc(struct request *r, size_t n);
 
+/* ---- http.c: connections ---- */
+
+/** (Re)start timeout @k for @c from now, or disarm with TMO_NONE. */
+void http__conn_timeout_set(struct conn *c, enum tmo k);
+/** Run @c's dispatch loop soon; never calls the handler itself. */
+void http__conn_kick(struct conn *c);
+/** Run @c's dispatch loop now (from libuv callbacks, not from inside http_*). */
+void http__conn_dispatch(struct conn *c);
+/** Close once what is queued is written; with @linger drain the peer first. */
+void http__conn_shutdown(struct conn *c, bool linger);
+/** Close at once; a request the handler still owns is aborted. */
+void http__conn_close_now(struct conn *c);
+
 /* ---- http_parse.c: bytes into requests ---- */
 
 /** Fill @settings with the callbacks that parse requests on a struct conn. */
 void http__parser_settings_init(llhttp_settings_t *settings);
 /** RFC 9110 tchar: may @ch appear in a token (a header field name)? */
 bool http__is_tchar(unsigned char ch);
+
+/* ---- http_write.c: responses ---- */
+
+/** Answer with an error response of the server's own, then close @c. */
+void http__conn_send_error(struct conn *c, int status, const char *detail);
+/** Send "100 Continue" for @r; a failed write marks @c failed. */
+void http__send_continue(struct conn *c, struct request *r);
 
 #endif
