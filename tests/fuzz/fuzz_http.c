@@ -1,4 +1,4 @@
-/* fuzz_http.c - libFuzzer driver for the HTTP server (gateway/http.c).
+/* fuzz_http.c - libFuzzer driver for the HTTP server (gateway/http*.c).
  *
  * The input is what a client sends on one connection. The real server runs
  * on a loop in this thread, listening on 127.0.0.1 port 0; each input is
