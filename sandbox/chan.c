@@ -221,22 +221,6 @@ void sandbox__bad_frame(struct sandbox *sb, const char *fmt, ...)
     sandbox__kill(sb, SANDBOX_ERR_BAD_OUTPUT, "bad frame from sandbox: %s", what);
 }
 
-static int parse_u32(struct proto_str s, uint32_t *out)
-{
-    if (s.len == 0 || s.len > 10)
-        return -EINVAL;
-    uint64_t v = 0;
-    for (uint32_t i = 0; i < s.len; i++) {
-        if (s.p[i] < '0' || s.p[i] > '9')
-            return -EINVAL;
-        v = v * 10 + (uint64_t)(s.p[i] - '0');
-    }
-    if (v > UINT32_MAX)
-        return -EINVAL;
-    *out = (uint32_t)v;
-    return 0;
-}
-
 /* HELLO: strings with "version" == PROTO_VERSION and optionally "pid". */
 static int check_hello(struct sandbox *sb, const uint8_t *p, size_t len)
 {
@@ -252,7 +236,7 @@ static int check_hello(struct sandbox *sb, const uint8_t *p, size_t len)
     for (uint32_t i = 0; i < n; i++) {
         uint32_t v;
         if (proto_str_eq(pairs[i].key, "version")) {
-            if (parse_u32(pairs[i].value, &v) < 0 || v != PROTO_VERSION) {
+            if (proto_str_u32(pairs[i].value, &v) < 0 || v != PROTO_VERSION) {
                 char got[32];
                 sandbox__sanitize(got, sizeof(got), pairs[i].value.p, pairs[i].value.len);
                 sandbox__bad_frame(sb, "HELLO: protocol version '%s', emberd speaks %d", got,
@@ -261,7 +245,7 @@ static int check_hello(struct sandbox *sb, const uint8_t *p, size_t len)
             }
             version_ok = true;
         } else if (proto_str_eq(pairs[i].key, "pid")) {
-            if (parse_u32(pairs[i].value, &v) < 0 || v == 0 || v > INT32_MAX) {
+            if (proto_str_u32(pairs[i].value, &v) < 0 || v == 0 || v > INT32_MAX) {
                 sandbox__bad_frame(sb, "HELLO: bad pid");
                 return -EBADMSG;
             }

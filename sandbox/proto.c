@@ -256,6 +256,22 @@ int proto_str_eq(struct proto_str s, const char *c)
     return s.len == n && (n == 0 || memcmp(s.p, c, n) == 0);
 }
 
+int proto_str_u32(struct proto_str s, uint32_t *out)
+{
+    if (s.len == 0 || s.len > 10)
+        return -EINVAL;
+    uint64_t v = 0;
+    for (uint32_t i = 0; i < s.len; i++) {
+        if (s.p[i] < '0' || s.p[i] > '9')
+            return -EINVAL;
+        v = v * 10 + (uint64_t)(s.p[i] - '0');
+    }
+    if (v > UINT32_MAX)
+        return -EINVAL;
+    *out = (uint32_t)v;
+    return 0;
+}
+
 /* ---- blocking I/O for the sandbox side ---- */
 
 int proto_send_frame(int fd, const struct proto_buf *frame, const int *fds, int n_fds)

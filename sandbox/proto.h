@@ -58,44 +58,45 @@ enum proto_type {
                            previous child's group) */
 
     /* sandbox -> emberd */
-    PROTO_HELLO = 64,    /* first frame of every sandbox process: strings
-                            ("version", "pid" as seen inside) */
-    PROTO_LOADED = 65,   /* answer to LOAD: u32 status (0 ok, else errno),
-                            then u32 len + message; u64 init_ns */
-    PROTO_RESPONSE = 66, /* answer to INVOKE: hdr.id matches; payload = response */
-    PROTO_FAILED = 67,   /* INVOKE failed inside: hdr.id matches; u32 reason
-                            (enum proto_fail), u32 len + message */
-    PROTO_FORKED = 68,   /* answer to FORK: hdr.id matches; u32 status, u32 pid
-                            (in the sandbox's pid namespace); fd[0] = pidfd of
-                            the child on success */
-    PROTO_LOG = 69,      /* one log line: u32 stream (1 stdout, 2 stderr),
-                            then the line bytes (no newline), <= PROTO_LOG_LINE_MAX */
-    PROTO_EXITED = 70,   /* a zygote's child died: u32 pid, u32 wait status */
+    PROTO_HELLO = 64,      /* first frame of every sandbox process: strings
+                              ("version", "pid" as seen inside) */
+    PROTO_LOADED = 65,     /* answer to LOAD: u32 status (0 ok, else errno),
+                              then u32 len + message; u64 init_ns */
+    PROTO_RESPONSE = 66,   /* answer to INVOKE: hdr.id matches; payload = response */
+    PROTO_FAILED = 67,     /* INVOKE failed inside: hdr.id matches; u32 reason
+                              (enum proto_fail), u32 len + message */
+    PROTO_FORKED = 68,     /* answer to FORK: hdr.id matches; u32 status, u32 pid
+                              (in the sandbox's pid namespace); fd[0] = pidfd of
+                              the child on success */
+    PROTO_LOG = 69,        /* one log line: u32 stream (1 stdout, 2 stderr),
+                              then the line bytes (no newline), <= PROTO_LOG_LINE_MAX */
+    PROTO_EXITED = 70,     /* a zygote's child died: u32 pid, u32 wait status */
     PROTO_RESET_DONE = 71, /* answer to RESET: u32 status, u64 reset_ns */
     PROTO_PARKED = 72,     /* answer to PARK: u32 status, u64 ns */
 };
 
 enum proto_fail {
-    PROTO_FAIL_HANDLER = 1,   /* ember_handle returned nonzero / exec exit != 0 */
-    PROTO_FAIL_BAD_OUTPUT = 2,/* exec: malformed CGI header block */
-    PROTO_FAIL_TOO_LARGE = 3, /* response over the limit */
-    PROTO_FAIL_CRASH = 4,     /* exec child or guest died; message says how */
+    PROTO_FAIL_HANDLER = 1,    /* ember_handle returned nonzero / exec exit != 0 */
+    PROTO_FAIL_BAD_OUTPUT = 2, /* exec: malformed CGI header block */
+    PROTO_FAIL_TOO_LARGE = 3,  /* response over the limit */
+    PROTO_FAIL_CRASH = 4,      /* exec child or guest died; message says how */
     PROTO_FAIL_INTERNAL = 5,
 };
 
 /* Option keys of PROTO_LOAD's strings. */
-#define PROTO_OPT_FUNCTION "function"   /* name */
-#define PROTO_OPT_VERSION "version"     /* digest */
-#define PROTO_OPT_RUNTIME "runtime"     /* "native" | "exec" */
-#define PROTO_OPT_HANDLER "handler"     /* path relative to the package root */
+#define PROTO_OPT_FUNCTION "function" /* name */
+#define PROTO_OPT_VERSION "version"   /* digest */
+#define PROTO_OPT_RUNTIME "runtime"   /* "native" | "exec" */
+#define PROTO_OPT_HANDLER "handler"   /* path relative to the package root */
 #define PROTO_OPT_TIMEOUT_MS "timeout_ms"
 #define PROTO_OPT_MEMORY_MB "memory_mb"
-#define PROTO_OPT_ENV_PREFIX "env."     /* "env.GREETING" = "hi" */
-#define PROTO_OPT_PACKAGE_DIR "package_dir" /* microVM: host path of the package */
+#define PROTO_OPT_ENV_PREFIX "env."           /* "env.GREETING" = "hi" */
+#define PROTO_OPT_PACKAGE_DIR "package_dir"   /* microVM: host path of the package */
 #define PROTO_OPT_SNAPSHOT_DIR "snapshot_dir" /* microVM: where snapshots live */
-#define PROTO_OPT_SECCOMP "seccomp"   /* container: BPF (struct sock_filter[]) to install before loading */
+#define PROTO_OPT_SECCOMP                                                                          \
+    "seccomp" /* container: BPF (struct sock_filter[]) to install before loading */
 #define PROTO_OPT_CONCURRENCY "concurrency"
-#define PROTO_OPT_SERVE "serve"       /* container: "1" = serve calls after the LOAD, never fork */
+#define PROTO_OPT_SERVE "serve" /* container: "1" = serve calls after the LOAD, never fork */
 
 struct proto_hdr {
     uint16_t type;
@@ -171,26 +172,26 @@ int proto_response_decode(const void *payload, size_t len, struct proto_response
 
 /* The small sandbox -> emberd payloads. Each decoder consumes the whole
  * payload or fails with -EBADMSG; pointers borrow from the payload. */
-struct proto_loaded {      /* PROTO_LOADED */
+struct proto_loaded { /* PROTO_LOADED */
     uint32_t status;
     struct proto_str message;
     uint64_t init_ns;
 };
-struct proto_failed {      /* PROTO_FAILED */
-    uint32_t reason;       /* enum proto_fail */
+struct proto_failed { /* PROTO_FAILED */
+    uint32_t reason;  /* enum proto_fail */
     struct proto_str message;
 };
-struct proto_forked {      /* PROTO_FORKED */
+struct proto_forked { /* PROTO_FORKED */
     uint32_t status, pid;
 };
-struct proto_exited {      /* PROTO_EXITED */
+struct proto_exited { /* PROTO_EXITED */
     uint32_t pid, status;
 };
-struct proto_done {        /* PROTO_RESET_DONE, PROTO_PARKED */
+struct proto_done { /* PROTO_RESET_DONE, PROTO_PARKED */
     uint32_t status;
-    uint64_t ns;               /* what the step took inside */
+    uint64_t ns; /* what the step took inside */
 };
-struct proto_log {         /* PROTO_LOG: stream 1 or 2, then the line */
+struct proto_log { /* PROTO_LOG: stream 1 or 2, then the line */
     uint32_t stream;
     const char *line;
     size_t len;
@@ -235,5 +236,7 @@ bool proto_rxbuf_has_frame(const struct proto_rxbuf *rb);
 
 /** Does @s equal the C string @c? */
 int proto_str_eq(struct proto_str s, const char *c);
+/** @s as a decimal uint32 (digits only, no sign or space): 0, or -EINVAL. */
+int proto_str_u32(struct proto_str s, uint32_t *out);
 
 #endif

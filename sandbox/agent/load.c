@@ -56,22 +56,6 @@ static bool has_byte(struct proto_str s, char c)
     return s.len > 0 && memchr(s.p, c, s.len) != NULL;
 }
 
-static int parse_u32(struct proto_str s, uint32_t *out)
-{
-    uint64_t v = 0;
-    if (s.len == 0 || s.len > 10)
-        return -EINVAL;
-    for (uint32_t i = 0; i < s.len; i++) {
-        if (s.p[i] < '0' || s.p[i] > '9')
-            return -EINVAL;
-        v = v * 10 + (uint64_t)(s.p[i] - '0');
-    }
-    if (v > UINT32_MAX)
-        return -EINVAL;
-    *out = (uint32_t)v;
-    return 0;
-}
-
 static bool env_key_valid(struct proto_str k)
 {
     if (k.len == 0 || k.len > 255 || (k.p[0] >= '0' && k.p[0] <= '9'))
@@ -143,7 +127,7 @@ static int parse_opts(const uint8_t *payload, size_t len, struct load_opts *o, c
             o->env[o->n_env++].value = v;
         }
         /* Other keys (package_dir, snapshot_dir, newer ones) are not ours. */
-        if (num && parse_u32(v, num) < 0)
+        if (num && proto_str_u32(v, num) < 0)
             return fail(msg, msg_len, -EINVAL, "LOAD: '%.*s' is not a number", (int)k.len, k.p);
     }
     if (o->function.len == 0 || o->function.len >= 256 || has_byte(o->function, '/') ||
@@ -246,8 +230,9 @@ static int drop_privileges(char *msg, size_t len)
 static int install_seccomp(struct proto_str bpf, char *msg, size_t len)
 {
     if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) != 2)
-        return fail(msg, len, -EPERM, "seccomp: the stem filter is missing; refusing to "
-                                      "load function code without it");
+        return fail(msg, len, -EPERM,
+                    "seccomp: the stem filter is missing; refusing to "
+                    "load function code without it");
     /* The payload is not aligned for struct sock_filter; copy it. */
     cleanup_free struct sock_filter *prog = malloc(bpf.len);
     if (!prog)

@@ -38,10 +38,10 @@ build_request(struct proto_buf *b, uint32_t n_headers)
 
 Test(proto, hdr_check)
 {
-    static const uint16_t ok[] = {PROTO_LOAD,      PROTO_INVOKE, PROTO_FORK,   PROTO_RESET,
-                                  PROTO_SHUTDOWN,  PROTO_HELLO,  PROTO_LOADED, PROTO_RESPONSE,
-                                  PROTO_FAILED,    PROTO_FORKED, PROTO_LOG,    PROTO_EXITED,
-                                  PROTO_RESET_DONE, PROTO_PARK, PROTO_PARKED};
+    static const uint16_t ok[] = {PROTO_LOAD,       PROTO_INVOKE, PROTO_FORK,   PROTO_RESET,
+                                  PROTO_SHUTDOWN,   PROTO_HELLO,  PROTO_LOADED, PROTO_RESPONSE,
+                                  PROTO_FAILED,     PROTO_FORKED, PROTO_LOG,    PROTO_EXITED,
+                                  PROTO_RESET_DONE, PROTO_PARK,   PROTO_PARKED};
     for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
         struct proto_hdr h = {.type = ok[i], .len = 10};
         cr_assert_eq(proto_hdr_check(&h), 0, "type %u", ok[i]);
@@ -497,4 +497,31 @@ Test(proto, header_validity)
     cr_expect_not(proto_header_valid(&bad_name));
     cr_expect_not(proto_header_valid(&empty));
     cr_expect_not(proto_header_valid(&crlf));
+}
+
+/* Numbers in frames (HELLO's pid, LOAD's limits) are digits only. */
+Test(proto, str_u32_takes_digits_up_to_uint32_max)
+{
+    struct {
+        const char *s;
+        int r;
+        uint32_t v;
+    } cases[] = {
+        {"0", 0, 0},
+        {"7", 0, 7},
+        {"4294967295", 0, UINT32_MAX},
+        {"4294967296", -EINVAL, 0},
+        {"00000000001", -EINVAL, 0},
+        {"", -EINVAL, 0},
+        {"12a", -EINVAL, 0},
+        {"-1", -EINVAL, 0},
+        {" 1", -EINVAL, 0},
+        {"+1", -EINVAL, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint32_t v = 12345;
+        struct proto_str s = {cases[i].s, (uint32_t)strlen(cases[i].s)};
+        cr_expect_eq(proto_str_u32(s, &v), cases[i].r, "'%s'", cases[i].s);
+        cr_expect_eq(v, cases[i].r == 0 ? cases[i].v : 12345u, "'%s' -> %u", cases[i].s, v);
+    }
 }
