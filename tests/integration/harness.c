@@ -192,12 +192,11 @@ int emberd_stop(struct emberd *d)
     }
     d->pid = 0;
     mark_ended(d);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
-        emberd_log_contains(d, "Sanitizer") || emberd_log_contains(d, "runtime error:")) {
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || emberd_log_contains(d, "Sanitizer") ||
+        emberd_log_contains(d, "runtime error:")) {
         /* A sanitizer report or an unclean exit: show the daemon's log. */
         char *log = read_file(d->log_path, NULL);
-        fprintf(stderr, "harness: emberd exit status %d; its log:\n%s\n", status,
-                log ? log : "");
+        fprintf(stderr, "harness: emberd exit status %d; its log:\n%s\n", status, log ? log : "");
         free(log);
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
             return 99; /* a sanitizer spoke but the exit code hid it */
@@ -245,8 +244,8 @@ int tcp_connect(uint16_t port)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in sa = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         close(fd);
         return -1;
@@ -320,8 +319,8 @@ static int parse_response(char *buf, size_t len, struct resp *out)
     return 0;
 }
 
-int http_call(uint16_t port, const char *method, const char *target,
-              const char *const *headers, const void *body, size_t body_len, struct resp *out)
+int http_call(uint16_t port, const char *method, const char *target, const char *const *headers,
+              const void *body, size_t body_len, struct resp *out)
 {
     memset(out, 0, sizeof(*out));
     int fd = tcp_connect(port);
@@ -331,8 +330,8 @@ int http_call(uint16_t port, const char *method, const char *target,
     for (int i = 0; headers && headers[i]; i++)
         cap += strlen(headers[i]) + 2;
     char *req = malloc(cap);
-    int n = snprintf(req, cap, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
-                     method, target);
+    int n = snprintf(req, cap, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n", method,
+                     target);
     for (int i = 0; headers && headers[i]; i++)
         n += snprintf(req + n, cap - (size_t)n, "%s\r\n", headers[i]);
     if (body || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
@@ -476,8 +475,8 @@ int deploy_file(uint16_t port, const char *name, const char *pkg_path, struct re
     return status;
 }
 
-int deploy_native(uint16_t port, const char *name, const char *manifest_json,
-                  const char *so_rel, const char *handler_name, struct resp *out)
+int deploy_native(uint16_t port, const char *name, const char *manifest_json, const char *so_rel,
+                  const char *handler_name, struct resp *out)
 {
     char path[PATH_MAX];
     size_t so_len;
@@ -489,7 +488,9 @@ int deploy_native(uint16_t port, const char *name, const char *manifest_json,
     char pkg[PATH_MAX];
     snprintf(pkg, sizeof(pkg), "/tmp/ember-pkg-%d-%s.tar.gz", getpid(), name);
     struct pkg_entry entries[] = {
-        {.path = "function.json", .kind = PKG_FILE, .data = manifest_json,
+        {.path = "function.json",
+         .kind = PKG_FILE,
+         .data = manifest_json,
          .len = strlen(manifest_json)},
         {.path = handler_name, .kind = PKG_FILE, .data = so, .len = so_len, .mode = 0755},
     };
@@ -505,8 +506,8 @@ int deploy_native(uint16_t port, const char *name, const char *manifest_json,
 int deploy_test_function(uint16_t port, const char *name, const char *so, const char *extra)
 {
     char manifest[1024], rel[256];
-    snprintf(manifest, sizeof(manifest), "{\"runtime\": \"native\", \"handler\": \"%s\"%s%s}",
-             so, extra ? ", " : "", extra ? extra : "");
+    snprintf(manifest, sizeof(manifest), "{\"runtime\": \"native\", \"handler\": \"%s\"%s%s}", so,
+             extra ? ", " : "", extra ? extra : "");
     snprintf(rel, sizeof(rel), "tests/functions/%s", so);
     struct resp r;
     int status = deploy_native(port, name, manifest, rel, so, &r);
@@ -539,36 +540,54 @@ const char *need_kvm(void)
     return NULL;
 }
 
-/* A process of ours (re-parented to this subreaper) still alive? Reaps the
- * dead ones on the way. */
-static bool orphan_alive(char *what, size_t len)
+void proc_children_each(pid_t parent, bool (*fn)(pid_t pid, const char *status, void *data),
+                        void *data)
 {
-    while (waitpid(-1, NULL, WNOHANG) > 0)
-        ;
     DIR *proc = opendir("/proc");
     struct dirent *de;
-    while (proc && (de = readdir(proc))) {
-        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+    bool more = true;
+    while (more && proc && (de = readdir(proc))) {
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
             continue;
         char path[64];
         snprintf(path, sizeof(path), "/proc/%.32s/status", de->d_name);
         char *st = read_file(path, NULL);
         const char *pp = st ? strstr(st, "\nPPid:") : NULL;
         const char *state = st ? strstr(st, "\nState:") : NULL;
-        bool dying = state && (strstr(state, "Z (") == state + 8 || strstr(state, "X (") == state + 8);
-        if (pp && atoi(pp + 6) == getpid() && !dying) {
-            const char *name = strstr(st, "Name:");
-            snprintf(what, len, "process %s (%.*s)", de->d_name,
-                     name ? (int)strcspn(name + 6, "\n") : 0, name ? name + 6 : "");
-            free(st);
-            closedir(proc);
-            return true;
-        }
+        bool dying =
+            state && (strstr(state, "Z (") == state + 8 || strstr(state, "X (") == state + 8);
+        if (pp && atoi(pp + 6) == parent && !dying)
+            more = fn(atoi(de->d_name), st, data);
         free(st);
     }
     if (proc)
         closedir(proc);
+}
+
+struct first_orphan {
+    char *what;
+    size_t len;
+};
+
+static bool describe_orphan(pid_t pid, const char *status, void *data)
+{
+    struct first_orphan *o = data;
+    const char *name = strstr(status, "Name:");
+    snprintf(o->what, o->len, "process %d (%.*s)", (int)pid,
+             name ? (int)strcspn(name + 6, "\n") : 0, name ? name + 6 : "");
     return false;
+}
+
+/* A process of ours (re-parented to this subreaper) still alive? Reaps the
+ * dead ones on the way. */
+static bool orphan_alive(char *what, size_t len)
+{
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
+    what[0] = '\0';
+    struct first_orphan o = {what, len};
+    proc_children_each(getpid(), describe_orphan, &o);
+    return what[0] != '\0';
 }
 
 bool emberd_leftovers(const struct emberd *d, char *what, size_t len)
@@ -652,8 +671,7 @@ int fn_instances(uint16_t port, const char *name, const char *state)
         return -1;
     json_t *j = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
     resp_free(&r);
-    json_t *n = json_object_get(
-        json_object_get(json_object_get(j, "stats"), "instances"), state);
+    json_t *n = json_object_get(json_object_get(json_object_get(j, "stats"), "instances"), state);
     int v = json_is_integer(n) ? (int)json_integer_value(n) : -1;
     json_decref(j);
     return v;

@@ -40,8 +40,8 @@ bool emberd_log_contains(const struct emberd *d, const char *needle);
 
 struct resp {
     int status;
-    char *head;      /* raw status line + headers, NUL-terminated */
-    char *body;      /* NUL-terminated for convenience */
+    char *head; /* raw status line + headers, NUL-terminated */
+    char *body; /* NUL-terminated for convenience */
     size_t body_len;
 };
 
@@ -50,8 +50,8 @@ struct resp {
  * NULL-terminated list of "Name: value" strings (may be NULL). Returns 0 or
  * -1 on a transport error. Times out after 30 s.
  */
-int http_call(uint16_t port, const char *method, const char *target,
-              const char *const *headers, const void *body, size_t body_len, struct resp *out);
+int http_call(uint16_t port, const char *method, const char *target, const char *const *headers,
+              const void *body, size_t body_len, struct resp *out);
 /** Header value (case-insensitive name) as a malloc'd string, or NULL. */
 char *resp_header(const struct resp *r, const char *name);
 void resp_free(struct resp *r);
@@ -66,20 +66,19 @@ char *tcp_read_all(int fd, int timeout_ms, size_t *len);
 /** One file of a package under construction. */
 enum pkg_kind { PKG_FILE, PKG_DIR, PKG_SYMLINK, PKG_HARDLINK, PKG_FIFO, PKG_CHARDEV };
 struct pkg_entry {
-    const char *path;    /* as stored in the archive */
+    const char *path; /* as stored in the archive */
     enum pkg_kind kind;
-    const void *data;    /* PKG_FILE */
+    const void *data; /* PKG_FILE */
     size_t len;
-    unsigned mode;       /* permission bits (0 = 0644 / 0755 for dirs) */
-    const char *link;    /* symlink / hardlink target */
+    unsigned mode;         /* permission bits (0 = 0644 / 0755 for dirs) */
+    const char *link;      /* symlink / hardlink target */
     int64_t size_override; /* >0: claim this size and write zeros (bombs) */
 };
 
 enum pkg_format { PKG_TAR_GZ, PKG_TAR, PKG_ZIP };
 
 /** Write a package with libarchive to @out_path. 0 or -1. */
-int pkg_write(const char *out_path, enum pkg_format fmt, const struct pkg_entry *entries,
-              size_t n);
+int pkg_write(const char *out_path, enum pkg_format fmt, const struct pkg_entry *entries, size_t n);
 /** Read a whole file (e.g. a built .so) into a malloc'd buffer. */
 void *read_file(const char *path, size_t *len);
 /** Build dir path of an artefact: "%s/%s" EMBER_BUILD_DIR, rel. Static buffer per call. */
@@ -91,8 +90,8 @@ const char *build_path(const char *rel, char buf[PATH_MAX]);
  * @handler_name. Writes to a temp file, PUTs it as @name, returns the status
  * (201/200 expected) or -1; fills @out if non-NULL.
  */
-int deploy_native(uint16_t port, const char *name, const char *manifest_json,
-                  const char *so_rel, const char *handler_name, struct resp *out);
+int deploy_native(uint16_t port, const char *name, const char *manifest_json, const char *so_rel,
+                  const char *handler_name, struct resp *out);
 /**
  * Deploy the test function build/tests/functions/@so as @name with the
  * manifest {"runtime": "native", "handler": @so, @extra_manifest} (@extra may
@@ -120,5 +119,12 @@ const char *need_kvm(void);
  * mention its state directory's hash. Fills @what with the first found.
  */
 bool emberd_leftovers(const struct emberd *d, char *what, size_t len);
+
+/**
+ * Call @fn with the pid and /proc/PID/status text of each live process
+ * whose parent is @parent (zombies skipped), until @fn returns false.
+ */
+void proc_children_each(pid_t parent, bool (*fn)(pid_t pid, const char *status, void *data),
+                        void *data);
 
 #endif

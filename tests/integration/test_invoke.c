@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,12 +40,11 @@ static void deploy(const char *name, const char *so, const char *extra)
     cr_assert(status == 201 || status == 200, "deploy %s: %d", name, status);
 }
 
-static int call(const char *target, const char *const *headers, const char *body,
-                struct resp *r)
+static int call(const char *target, const char *const *headers, const char *body, struct resp *r)
 {
-    cr_assert_eq(http_call(d.port, body ? "POST" : "GET", target, headers, body,
-                           body ? strlen(body) : 0, r),
-                 0, "transport error on %s", target);
+    cr_assert_eq(
+        http_call(d.port, body ? "POST" : "GET", target, headers, body, body ? strlen(body) : 0, r),
+        0, "transport error on %s", target);
     return r->status;
 }
 
@@ -70,11 +70,12 @@ Test(invoke, native_passthrough_and_warm)
     deploy("echo", "t_echo.so", NULL);
     struct resp r;
     const char *hdrs[] = {"X-Test: abc", "X-Set-Status: 202", NULL};
-    cr_assert_eq(call("/fn/echo/some/path?x=1&y=2", hdrs, "hello body", &r), 202, "%s",
-                 r.body);
+    cr_assert_eq(call("/fn/echo/some/path?x=1&y=2", hdrs, "hello body", &r), 202, "%s", r.body);
     cr_expect_str_eq(r.body, "hello body", "body passes through byte for byte");
-    const char *want[][2] = {{"X-Echo", "1"}, {"X-Echo-Method", "POST"},
-                             {"X-Echo-Path", "/some/path"}, {"X-Echo-Query", "x=1&y=2"},
+    const char *want[][2] = {{"X-Echo", "1"},
+                             {"X-Echo-Method", "POST"},
+                             {"X-Echo-Path", "/some/path"},
+                             {"X-Echo-Query", "x=1&y=2"},
                              {"X-Echo-Test", "abc"}};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         char *v = resp_header(&r, want[i][0]);
@@ -118,7 +119,10 @@ Test(invoke, exec_runtime)
     snprintf(pkg, sizeof(pkg), "/tmp/ember-exec-%d.tar.gz", getpid());
     struct pkg_entry e[] = {
         {.path = "function.json", .kind = PKG_FILE, .data = manifest, .len = sizeof(manifest) - 1},
-        {.path = "cgi.sh", .kind = PKG_FILE, .data = script, .len = sizeof(script) - 1,
+        {.path = "cgi.sh",
+         .kind = PKG_FILE,
+         .data = script,
+         .len = sizeof(script) - 1,
          .mode = 0755},
     };
     cr_assert_eq(pkg_write(pkg, PKG_TAR_GZ, e, 2), 0);
@@ -385,9 +389,8 @@ Test(invoke, logs_are_captured_and_bounded)
     resp_free(&r);
     bool hello = false, dropped = false;
     for (int i = 0; i < 100 && !(hello && dropped); i++) {
-        cr_assert_eq(http_call(d.port, "GET", "/v1/functions/chatty/logs?lines=1000", NULL, NULL,
-                               0, &r),
-                     0);
+        cr_assert_eq(
+            http_call(d.port, "GET", "/v1/functions/chatty/logs?lines=1000", NULL, NULL, 0, &r), 0);
         hello = strstr(r.body, "hello from stdout") && strstr(r.body, "hello from stderr");
         dropped = strstr(r.body, "dropped") != NULL;
         resp_free(&r);
@@ -452,4 +455,63 @@ Test(invoke, kill9_takes_the_sandboxes_along_and_restart_works)
     cr_expect(!emberd_leftovers(&d, what, sizeof(what)), "left behind: %s", what);
     cr_assert_eq(emberd_start(&d, NULL), 0);
     expect_works("/fn/phoenix");
+}
+
+struct agents {
+    pid_t pid[64];
+    long switches[64];
+    int n;
+};
+
+/* Each ember-agent child of emberd (stem cells, and a function's first
+ * instance, the stem cell it specialized): its voluntary context switches. */
+static bool note_agent(pid_t pid, const char *status, void *data)
+{
+    struct agents *a = data;
+    const char *vol = strstr(status, "\nvoluntary_ctxt_switches:");
+    if (strncmp(status, "Name:\tember-agent\n", 18) == 0 && vol) {
+        a->pid[a->n] = pid;
+        a->switches[a->n++] = atol(vol + 25);
+    }
+    return a->n < 64;
+}
+
+/* A warm call wakes its instance once: the agent waits for calls in poll,
+ * not in a unix stream recvmsg, where emberd's read of the previous answer
+ * would wake it a second time. And sandboxes run as SCHED_BATCH, so that a
+ * woken instance does not preempt emberd. */
+Test(invoke, an_instance_wakes_once_per_call_and_runs_as_batch)
+{
+    deploy("waker", "t_noop.so", NULL);
+    struct resp r;
+    cr_assert_eq(call("/fn/waker/", NULL, NULL, &r), 200);
+    resp_free(&r);
+    usleep(200000); /* the stem cell refill settles */
+
+    enum { CALLS = 200 };
+    struct agents before = {0}, after = {0};
+    proc_children_each(d.pid, note_agent, &before);
+    cr_assert_gt(before.n, 0, "emberd has ember-agent children");
+    for (int i = 0; i < CALLS; i++) {
+        cr_assert_eq(call("/fn/waker/", NULL, NULL, &r), 200);
+        resp_free(&r);
+    }
+    proc_children_each(d.pid, note_agent, &after);
+    /* The instance is the agent that switched most. */
+    long most = 0;
+    pid_t busiest = 0;
+    for (int i = 0; i < after.n; i++) {
+        for (int j = 0; j < before.n; j++) {
+            long sw = after.switches[i] - before.switches[j];
+            if (after.pid[i] == before.pid[j] && sw > most) {
+                most = sw;
+                busiest = after.pid[i];
+            }
+        }
+    }
+    cr_expect_gt(most, CALLS / 2, "the instance slept between calls (%ld switches)", most);
+    cr_expect_lt(most, CALLS * 3 / 2, "%ld voluntary switches for %d calls: woken twice per call?",
+                 most, CALLS);
+    cr_expect_eq(sched_getscheduler(busiest), SCHED_BATCH, "instance %d runs as SCHED_BATCH",
+                 (int)busiest);
 }
