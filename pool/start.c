@@ -166,8 +166,8 @@ static void instance_fork(struct pool_sb *inst)
         on_instance_forked(NULL, r, inst);
         return;
     }
-    struct sandbox_events ev = {.on_exit = on_instance_exit, .on_log = on_instance_log,
-                                .data = inst};
+    struct sandbox_events ev = {
+        .on_exit = on_instance_exit, .on_log = on_instance_log, .data = inst};
     sandbox_set_events(inst->sb, &ev);
 }
 
@@ -474,8 +474,13 @@ int pool__instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *c
         return instance_start_direct(p, fn, kind, c);
     /* Once per zygote-less spell: a function that needs instances again
      * before its zygote could be made in the background (fresh_per_call,
-     * max_calls_per_instance, no spare stem cell) makes it now. */
-    if (!fn->zygote && fn->n_instances == 0 && !fn->want_zygote) {
+     * max_calls_per_instance, no spare stem cell) makes it now. Only for
+     * one call at a time: a served instance is its namespace's init, and
+     * with calls on worker threads it could not reap the orphans of one
+     * call without stealing another's child (an exec handler's background
+     * processes piled up as zombies to the pids limit); a zygote reaps
+     * its instances' orphans. */
+    if (!fn->zygote && fn->n_instances == 0 && !fn->want_zygote && pool__fn_capacity(fn) == 1) {
         fn->want_zygote = true;
         return instance_start_direct(p, fn, kind, c);
     }

@@ -98,7 +98,8 @@ struct sandbox_spec {
     const struct manifest *manifest;
     /** The specialized sandbox serves calls itself instead of becoming a
      *  zygote: a function's first container instance, which then pays no
-     *  fork. It can never fork (nothing of a call's state may be copied). */
+     *  fork. It can never fork (nothing of a call's state may be copied).
+     *  Container: only for concurrency 1 (-EINVAL otherwise). */
     bool serve;
 };
 

@@ -420,6 +420,10 @@ static int ct_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sa
         return -EBUSY;
     if (!spec->package_dir)
         return -EINVAL;
+    /* A served instance is its namespace's init: with calls on worker
+     * threads it cannot reap orphans without stealing a call's child. */
+    if (spec->serve && spec->manifest && spec->manifest->concurrency > 1)
+        return -EINVAL;
 
     size_t bpf_len = 0;
     const void *bpf = container_seccomp_bpf(cs->host, &bpf_len);

@@ -553,10 +553,7 @@ void proc_children_each(pid_t parent, bool (*fn)(pid_t pid, const char *status, 
         snprintf(path, sizeof(path), "/proc/%.32s/status", de->d_name);
         char *st = read_file(path, NULL);
         const char *pp = st ? strstr(st, "\nPPid:") : NULL;
-        const char *state = st ? strstr(st, "\nState:") : NULL;
-        bool dying =
-            state && (strstr(state, "Z (") == state + 8 || strstr(state, "X (") == state + 8);
-        if (pp && atoi(pp + 6) == parent && !dying)
+        if (pp && atoi(pp + 6) == parent)
             more = fn(atoi(de->d_name), st, data);
         free(st);
     }
@@ -569,9 +566,17 @@ struct first_orphan {
     size_t len;
 };
 
+bool proc_status_dead(const char *status)
+{
+    const char *state = strstr(status, "\nState:");
+    return state && (strstr(state, "Z (") == state + 8 || strstr(state, "X (") == state + 8);
+}
+
 static bool describe_orphan(pid_t pid, const char *status, void *data)
 {
     struct first_orphan *o = data;
+    if (proc_status_dead(status))
+        return true; /* reaped on the next try */
     const char *name = strstr(status, "Name:");
     snprintf(o->what, o->len, "process %d (%.*s)", (int)pid,
              name ? (int)strcspn(name + 6, "\n") : 0, name ? name + 6 : "");

@@ -121,10 +121,12 @@ const char *need_kvm(void);
 bool emberd_leftovers(const struct emberd *d, char *what, size_t len);
 
 /**
- * Call @fn with the pid and /proc/PID/status text of each live process
- * whose parent is @parent (zombies skipped), until @fn returns false.
+ * Call @fn with the pid and /proc/PID/status text of each process whose
+ * parent is @parent (zombies too), until @fn returns false.
  */
 void proc_children_each(pid_t parent, bool (*fn)(pid_t pid, const char *status, void *data),
                         void *data);
+/** Is the process of this /proc/PID/status text a zombie (or dead)? */
+bool proc_status_dead(const char *status);
 
 #endif

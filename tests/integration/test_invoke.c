@@ -103,6 +103,23 @@ Test(invoke, native_passthrough_and_warm)
     resp_free(&r);
 }
 
+/* Deploy an exec function: @manifest and the shell @script as @file. */
+static void deploy_exec(const char *name, const char *manifest, const char *file,
+                        const char *script)
+{
+    char pkg[256];
+    snprintf(pkg, sizeof(pkg), "/tmp/ember-exec-%d.tar.gz", getpid());
+    struct pkg_entry e[] = {
+        {.path = "function.json", .kind = PKG_FILE, .data = manifest, .len = strlen(manifest)},
+        {.path = file, .kind = PKG_FILE, .data = script, .len = strlen(script), .mode = 0755},
+    };
+    cr_assert_eq(pkg_write(pkg, PKG_TAR_GZ, e, 2), 0);
+    struct resp r;
+    cr_assert_eq(deploy_file(d.port, name, pkg, &r), 201, "%s", r.body);
+    resp_free(&r);
+    unlink(pkg);
+}
+
 Test(invoke, exec_runtime)
 {
     static const char manifest[] = "{\"runtime\": \"exec\", \"handler\": \"cgi.sh\"}";
@@ -115,22 +132,8 @@ Test(invoke, exec_runtime)
         "echo \"method=$REQUEST_METHOD path=$PATH_INFO query=$QUERY_STRING hdr=$HTTP_X_TEST\"\n"
         "cat\n"
         "echo 'to the log' >&2\n";
-    char pkg[256];
-    snprintf(pkg, sizeof(pkg), "/tmp/ember-exec-%d.tar.gz", getpid());
-    struct pkg_entry e[] = {
-        {.path = "function.json", .kind = PKG_FILE, .data = manifest, .len = sizeof(manifest) - 1},
-        {.path = "cgi.sh",
-         .kind = PKG_FILE,
-         .data = script,
-         .len = sizeof(script) - 1,
-         .mode = 0755},
-    };
-    cr_assert_eq(pkg_write(pkg, PKG_TAR_GZ, e, 2), 0);
+    deploy_exec("cgi", manifest, "cgi.sh", script);
     struct resp r;
-    cr_assert_eq(deploy_file(d.port, "cgi", pkg, &r), 201, "%s", r.body);
-    resp_free(&r);
-    unlink(pkg);
-
     const char *hdrs[] = {"X-Test: zz", NULL};
     cr_assert_eq(call("/fn/cgi/p/q?a=b", hdrs, "BODY", &r), 201, "%s", r.body);
     cr_expect(strstr(r.body, "method=POST path=/p/q query=a=b hdr=zz"), "%s", r.body);
@@ -541,4 +544,52 @@ Test(invoke, an_instance_wakes_once_per_call_and_runs_as_batch)
     }
     cr_expect_eq(sched_getscheduler(busiest), SCHED_BATCH, "instance %d runs as SCHED_BATCH",
                  (int)busiest);
+}
+
+static bool count_zombie(pid_t pid, const char *status, void *data)
+{
+    (void)pid;
+    if (proc_status_dead(status))
+        ++*(int *)data;
+    return true;
+}
+
+/* Zombies among the children of each ember-agent under emberd. */
+static bool zombies_under_agent(pid_t pid, const char *status, void *data)
+{
+    if (strncmp(status, "Name:\tember-agent\n", 18) != 0)
+        return true;
+    proc_children_each(pid, count_zombie, data);
+    proc_children_each(pid, zombies_under_agent, data);
+    return true;
+}
+
+/* An exec handler that leaves a background process behind, on a function
+ * with concurrency 2: the orphans are reaped (by the zygote, whose
+ * namespace they are in), not left as zombies until the pids limit stops
+ * every fork of the function. */
+Test(invoke, orphans_of_concurrent_exec_calls_are_reaped)
+{
+    static const char manifest[] =
+        "{\"runtime\": \"exec\", \"handler\": \"bg.sh\", \"concurrency\": 2}";
+    static const char script[] = "#!/bin/sh\n"
+                                 "(sleep 0.01 &)\n"
+                                 "echo 'Content-Type: text/plain'\n"
+                                 "echo\n"
+                                 "echo ok\n";
+    deploy_exec("bg", manifest, "bg.sh", script);
+    struct resp r;
+    for (int i = 0; i < 40; i++) {
+        cr_assert_eq(call("/fn/bg/", NULL, NULL, &r), 200, "call %d: %s", i, r.body);
+        resp_free(&r);
+    }
+    int zombies = 0;
+    for (int i = 0; i < 50; i++) {
+        usleep(20000); /* the last sleeps end */
+        zombies = 0;
+        proc_children_each(d.pid, zombies_under_agent, &zombies);
+        if (zombies == 0)
+            break;
+    }
+    cr_expect_eq(zombies, 0, "%d zombies left in the function's sandboxes", zombies);
 }
