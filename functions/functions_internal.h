@@ -1,4 +1,5 @@
-/* functions_internal.h - helpers shared by manifest.c, package.c and store.c.
+/* functions_internal.h - helpers shared by manifest.c, package.c, store.c
+ * and upload.c, and the store object that store.c and upload.c share.
  *
  * Not part of the module's interface: nothing outside functions/ (other than
  * its unit tests) includes this file. The file-system helpers all work
@@ -8,8 +9,13 @@
 #ifndef EMBER_FUNCTIONS_INTERNAL_H
 #define EMBER_FUNCTIONS_INTERNAL_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
+
+#include "functions/store.h"
 
 /** Bytes read from an archive per step while unpacking (also the test's slack). */
 #define FUNCTIONS__IO_BUFFER (64 * 1024)
@@ -70,5 +76,51 @@ const char *functions__quote(const char *s, char *buf, size_t size);
 
 /** Size of a buffer for functions__quote that keeps messages readable. */
 #define FUNCTIONS__QUOTE_MAX 160
+
+/* ---- the store (store.c and upload.c) ---- */
+
+/* Names in the layout drawn at the top of store.c. */
+#define STORE__RECORD_FILE "record.json"
+#define STORE__CURRENT_LINK "current"
+#define STORE__VERSIONS_DIR "versions"
+
+struct store {
+    char *dir; /* absolute state directory */
+    int state_fd, functions_fd, tmp_fd, trash_fd, lock_fd;
+    struct package_limits lim;
+    uint64_t upload_max;
+    enum manifest_sandbox default_sandbox; /* what "sandbox" absent means */
+
+    /* Serialises the publishing part of commits and deletes on disk. */
+    pthread_mutex_t disk_lock;
+    /* Guards reg; held only for memory updates, never across I/O, because
+     * the loop thread takes it in store_function_get/list. */
+    pthread_mutex_t reg_lock;
+    struct function_record **reg; /* one reference each; sorted by name */
+    size_t n_reg, cap_reg;
+};
+
+/* store.c */
+/** 16 random hex digits (and a NUL) for temporary names. */
+void store__random_hex(char out[17]);
+/** fsync(2) @fd. 0 or -errno. */
+int store__fsync_fd(int fd);
+/** Open directory @name in @dirfd, made with @mode if absent (*made says so). fd or -errno. */
+int store__dir_open_or_make(int dirfd, const char *name, mode_t mode, bool *made);
+/** @a + @b, saturating at UINT64_MAX. */
+uint64_t store__add_sat(uint64_t a, uint64_t b);
+/** A record of @version of @name with its paths filled in (one reference); NULL: no memory. */
+struct function_record *store__record_new(const struct store *s, const char *name,
+                                          const char *version);
+/** Room in the registry for one more function, before a publish touches the disk. 0 or -ENOMEM. */
+int store__reg_reserve(struct store *s);
+/** Make @rec (reference taken) its function's current record; returns the old one to unref. */
+struct function_record *store__reg_put(struct store *s, struct function_record *rec);
+/** The record of @version of @name, from its directory in @versions_fd. -EINVAL if damaged. */
+int store__version_load(struct store *s, int versions_fd, const char *name, const char *version,
+                        struct function_record **out, struct ember_error *err);
+/** Remove all but @keep1 and @keep2 from @dirfd (to trash/ when @s is given); log failures. */
+void store__remove_others(struct store *s, int dirfd, const char *what, const char *keep1,
+                          const char *keep2);
 
 #endif

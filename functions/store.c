@@ -14,21 +14,19 @@
  *   tmp/stage-<rand>/                     versions being unpacked and checked
  *   trash/<name>.<rand>/                  deleted functions being removed
  *
- * A deploy prepares the whole version in tmp/, fsyncs it, renames it into
- * versions/ (an unreferenced directory, harmless if we crash), and publishes
- * it with ONE atomic rename of a fresh symlink over "current", then fsyncs
- * the function's directory. So after a crash a function is at its old
- * version or its new one; store_open removes whatever no "current" names.
- * At most two versions stay: the current one and the one before it, which
- * a running sandbox may still be using.
+ * A deploy (upload.c) prepares the whole version in tmp/, fsyncs it,
+ * renames it into versions/ (an unreferenced directory, harmless if we
+ * crash), and publishes it with ONE atomic rename of a fresh symlink over
+ * "current", then fsyncs the function's directory. So after a crash a
+ * function is at its old version or its new one; store_open removes whatever
+ * no "current" names. At most two versions stay: the current one and the one
+ * before it, which a running sandbox may still be using.
  */
 #include "functions/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -45,39 +43,10 @@
 #include "common/log.h"
 #include "functions/functions_internal.h"
 
-#define RECORD_FILE "record.json"
 #define RECORD_MAX (64 * 1024)
-#define CURRENT_LINK "current"
-#define CURRENT_TEMP "current.new"
-#define VERSIONS_DIR "versions"
 /* Archive bytes allowed per entry beyond its data (headers, long names,
  * padding), to bound an upload before it is unpacked. */
 #define UPLOAD_ENTRY_OVERHEAD (16 * 1024)
-
-struct store {
-    char *dir; /* absolute state directory */
-    int state_fd, functions_fd, tmp_fd, trash_fd, lock_fd;
-    struct package_limits lim;
-    uint64_t upload_max;
-    enum manifest_sandbox default_sandbox; /* what "sandbox" absent means */
-
-    /* Serialises the publishing part of commits and deletes on disk. */
-    pthread_mutex_t disk_lock;
-    /* Guards reg; held only for memory updates, never across I/O, because
-     * the loop thread takes it in store_function_get/list. */
-    pthread_mutex_t reg_lock;
-    struct function_record **reg; /* one reference each; sorted by name */
-    size_t n_reg, cap_reg;
-};
-
-struct store_upload {
-    struct store *s;
-    int fd;
-    char file[32]; /* name in tmp/ */
-    EVP_MD_CTX *md;
-    uint64_t size;
-    int error; /* a failed write spoils the upload for good */
-};
 
 bool store_name_valid(const char *name, size_t len)
 {
@@ -101,7 +70,7 @@ static bool version_valid(const char *v)
 }
 
 /* 16 random hex digits for temporary names. */
-static void random_hex(char out[17])
+void store__random_hex(char out[17])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char b[8];
@@ -118,14 +87,14 @@ static void random_hex(char out[17])
     out[16] = '\0';
 }
 
-static int fsync_fd(int fd)
+int store__fsync_fd(int fd)
 {
     return fsync(fd) < 0 ? -errno : 0;
 }
 
 /* Open directory @name in @dirfd, creating it with @mode first if needed.
  * *made says whether it was created (so the caller fsyncs @dirfd). */
-static int dir_open_or_make(int dirfd, const char *name, mode_t mode, bool *made)
+int store__dir_open_or_make(int dirfd, const char *name, mode_t mode, bool *made)
 {
     *made = false;
     int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -155,7 +124,7 @@ void store_record_unref(struct function_record *r)
     }
 }
 
-static struct function_record *record_new(const struct store *s, const char *name,
+struct function_record *store__record_new(const struct store *s, const char *name,
                                           const char *version)
 {
     struct function_record *r = calloc(1, sizeof(*r));
@@ -165,10 +134,10 @@ static struct function_record *record_new(const struct store *s, const char *nam
     snprintf(r->name, sizeof(r->name), "%s", name);
     snprintf(r->version, sizeof(r->version), "%s", version);
     /* store_open checked that these fit. */
-    snprintf(r->package_dir, sizeof(r->package_dir), "%s/functions/%s/" VERSIONS_DIR "/%s/pkg",
-             s->dir, name, version);
-    snprintf(r->snapshot_dir, sizeof(r->snapshot_dir), "%s/functions/%s/" VERSIONS_DIR "/%s/snap",
-             s->dir, name, version);
+    snprintf(r->package_dir, sizeof(r->package_dir),
+             "%s/functions/%s/" STORE__VERSIONS_DIR "/%s/pkg", s->dir, name, version);
+    snprintf(r->snapshot_dir, sizeof(r->snapshot_dir),
+             "%s/functions/%s/" STORE__VERSIONS_DIR "/%s/snap", s->dir, name, version);
     return r;
 }
 
@@ -237,7 +206,7 @@ static size_t reg_find(const struct store *s, const char *name, bool *found)
 
 /* Make room for one more function, so that a publish cannot fail on memory
  * after the disk has changed. Only publishers insert, under disk_lock. */
-static int reg_reserve(struct store *s)
+int store__reg_reserve(struct store *s)
 {
     int r = 0;
 
@@ -258,7 +227,7 @@ static int reg_reserve(struct store *s)
 
 /* Make @rec (whose reference the registry takes) the current record of its
  * function. Returns the record it replaced, for the caller to unref. */
-static struct function_record *reg_put(struct store *s, struct function_record *rec)
+struct function_record *store__reg_put(struct store *s, struct function_record *rec)
 {
     struct function_record *old = NULL;
     bool found;
@@ -269,7 +238,7 @@ static struct function_record *reg_put(struct store *s, struct function_record *
         old = s->reg[i];
         s->reg[i] = rec;
     } else {
-        /* reg_reserve made room. */
+        /* store__reg_reserve made room. */
         memmove(&s->reg[i + 1], &s->reg[i], (s->n_reg - i) * sizeof(*s->reg));
         s->reg[i] = rec;
         s->n_reg++;
@@ -357,7 +326,7 @@ static int damaged(struct ember_error *err, int r, const char *what)
  * manifest comes from the package's own function.json (record.json holds
  * env keys only); the handler is checked again. -EINVAL if damaged.
  */
-static int version_load(struct store *s, int versions_fd, const char *name, const char *version,
+int store__version_load(struct store *s, int versions_fd, const char *name, const char *version,
                         struct function_record **out, struct ember_error *err)
 {
     cleanup_close int vfd =
@@ -367,9 +336,9 @@ static int version_load(struct store *s, int versions_fd, const char *name, cons
 
     cleanup_free char *text = NULL;
     size_t len;
-    int r = functions__read_file(vfd, RECORD_FILE, RECORD_MAX, &text, &len);
+    int r = functions__read_file(vfd, STORE__RECORD_FILE, RECORD_MAX, &text, &len);
     if (r < 0)
-        return damaged(err, r, RECORD_FILE);
+        return damaged(err, r, STORE__RECORD_FILE);
     json_error_t je;
     json_auto_t *root = json_loadb(text, len, 0, &je);
     const char *rname, *rversion, *rruntime, *rhandler;
@@ -378,9 +347,10 @@ static int version_load(struct store *s, int versions_fd, const char *name, cons
         json_unpack(root, "{s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "name", &rname, "version",
                     &rversion, "runtime", &rruntime, "handler", &rhandler, "created_ms", &created,
                     "package_size", &package_size, "unpacked_size", &unpacked_size) < 0)
-        return ember_error_set(err, -EINVAL, RECORD_FILE ": unreadable or incomplete");
+        return ember_error_set(err, -EINVAL, STORE__RECORD_FILE ": unreadable or incomplete");
     if (strcmp(rname, name) != 0 || strcmp(rversion, version) != 0)
-        return ember_error_set(err, -EINVAL, RECORD_FILE ": names another function or version");
+        return ember_error_set(err, -EINVAL,
+                               STORE__RECORD_FILE ": names another function or version");
 
     cleanup_close int pkg = functions__open_beneath(vfd, "pkg", O_RDONLY | O_DIRECTORY, 0);
     if (pkg < 0)
@@ -390,13 +360,13 @@ static int version_load(struct store *s, int versions_fd, const char *name, cons
     if (r < 0)
         return damaged(err, r, "pkg/function.json");
 
-    struct function_record *rec = record_new(s, name, version);
+    struct function_record *rec = store__record_new(s, name, version);
     if (!rec)
         return ember_error_set(err, -ENOMEM, "out of memory");
     r = manifest_parse(mtext, len, &rec->manifest, err);
     if (r == 0 && (strcmp(rruntime, manifest_runtime_name(rec->manifest.runtime)) != 0 ||
                    strcmp(rhandler, rec->manifest.handler) != 0))
-        r = ember_error_set(err, -EINVAL, RECORD_FILE " and function.json disagree");
+        r = ember_error_set(err, -EINVAL, STORE__RECORD_FILE " and function.json disagree");
     if (r == 0)
         r = manifest_check_handler(&rec->manifest, pkg, err);
     if (r < 0) {
@@ -413,7 +383,7 @@ static int version_load(struct store *s, int versions_fd, const char *name, cons
 /* "versions/<digest>" -> digest, or NULL. */
 static const char *link_version(const char *target)
 {
-    static const char prefix[] = VERSIONS_DIR "/";
+    static const char prefix[] = STORE__VERSIONS_DIR "/";
 
     if (strncmp(target, prefix, sizeof(prefix) - 1) != 0)
         return NULL;
@@ -427,7 +397,7 @@ static const char *link_version(const char *target)
 static int to_trash(struct store *s, int dirfd, const char *name)
 {
     char rnd[17], trash[PATH_MAX];
-    random_hex(rnd);
+    store__random_hex(rnd);
     snprintf(trash, sizeof(trash), "%.64s.%s", name, rnd);
     if (renameat(dirfd, name, s->trash_fd, trash) < 0)
         return -errno;
@@ -437,7 +407,7 @@ static int to_trash(struct store *s, int dirfd, const char *name)
 /* Remove what is not @keep1 or @keep2 from the directory @dirfd (into the
  * trash when @s is given); log what fails. Used for versions/ and for a
  * function's own directory. */
-static void remove_others(struct store *s, int dirfd, const char *what, const char *keep1,
+void store__remove_others(struct store *s, int dirfd, const char *what, const char *keep1,
                           const char *keep2)
 {
     struct functions__dir d;
@@ -471,23 +441,23 @@ static int function_load(struct store *s, const char *name, struct function_reco
         return damaged(err, -errno, "function directory");
 
     char target[PATH_MAX];
-    ssize_t n = readlinkat(fn, CURRENT_LINK, target, sizeof(target) - 1);
+    ssize_t n = readlinkat(fn, STORE__CURRENT_LINK, target, sizeof(target) - 1);
     if (n < 0) {
         if (errno == ENOENT)
             return ember_error_set(err, -EINVAL,
                                    "no current version (an interrupted first deploy)");
-        return damaged(err, -errno, CURRENT_LINK);
+        return damaged(err, -errno, STORE__CURRENT_LINK);
     }
     target[n] = '\0';
     const char *version = link_version(target);
     if (!version)
-        return ember_error_set(err, -EINVAL, CURRENT_LINK " does not name a version");
+        return ember_error_set(err, -EINVAL, STORE__CURRENT_LINK " does not name a version");
 
     cleanup_close int versions =
-        openat(fn, VERSIONS_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        openat(fn, STORE__VERSIONS_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (versions < 0)
-        return damaged(err, -errno, VERSIONS_DIR);
-    int r = version_load(s, versions, name, version, out, err);
+        return damaged(err, -errno, STORE__VERSIONS_DIR);
+    int r = store__version_load(s, versions, name, version, out, err);
     if (r < 0)
         return r;
 
@@ -495,8 +465,8 @@ static int function_load(struct store *s, const char *name, struct function_reco
      * anything else (a temporary symlink, a half-moved version) is a leftover. */
     char what[STORE_NAME_MAX + 32];
     snprintf(what, sizeof(what), "function '%s'", name);
-    remove_others(NULL, fn, what, CURRENT_LINK, VERSIONS_DIR);
-    remove_others(NULL, versions, what, version, NULL);
+    store__remove_others(NULL, fn, what, STORE__CURRENT_LINK, STORE__VERSIONS_DIR);
+    store__remove_others(NULL, versions, what, version, NULL);
     return 0;
 }
 
@@ -533,7 +503,7 @@ static int load_all(struct store *s, struct ember_error *err)
             r = ember_error_set(err, r, "store: loading function '%s': %s", d.v[i], e.msg);
             break;
         }
-        if (s->n_reg == s->cap_reg && reg_reserve(s) < 0) {
+        if (s->n_reg == s->cap_reg && store__reg_reserve(s) < 0) {
             store_record_unref(rec);
             r = ember_error_set(err, -ENOMEM, "store: out of memory");
             break;
@@ -546,7 +516,7 @@ static int load_all(struct store *s, struct ember_error *err)
         return r;
     if (s->n_reg > 1)
         qsort(s->reg, s->n_reg, sizeof(*s->reg), reg_cmp);
-    if (fsync_fd(s->functions_fd) < 0)
+    if (store__fsync_fd(s->functions_fd) < 0)
         log_warn("store: fsync %s/functions failed", s->dir);
     return 0;
 }
@@ -574,7 +544,7 @@ static int mkdir_parents(const char *path, mode_t mode)
     }
 }
 
-static uint64_t add_sat(uint64_t a, uint64_t b)
+uint64_t store__add_sat(uint64_t a, uint64_t b)
 {
     return a + b < a ? UINT64_MAX : a + b;
 }
@@ -599,9 +569,10 @@ int store_open(const char *state_dir, const struct package_limits *lim, struct s
         s->lim = *lim;
     else
         package_limits_default(&s->lim);
-    s->upload_max = add_sat(
-        add_sat(s->lim.max_unpacked_bytes, mul_sat(s->lim.max_entries, UPLOAD_ENTRY_OVERHEAD)),
-        1 << 20);
+    s->upload_max =
+        store__add_sat(store__add_sat(s->lim.max_unpacked_bytes,
+                                      mul_sat(s->lim.max_entries, UPLOAD_ENTRY_OVERHEAD)),
+                       1 << 20);
 
     /* 0711: others may pass through to a package (a jailed monitor may need
      * to) but not list the store; env values live in function.json. */
@@ -616,7 +587,7 @@ int store_open(const char *state_dir, const struct package_limits *lim, struct s
         goto err_free;
     }
     /* Every path a record carries must fit in PATH_MAX. */
-    if (strlen(s->dir) + sizeof("/functions//" VERSIONS_DIR "//pkg") + STORE_NAME_MAX +
+    if (strlen(s->dir) + sizeof("/functions//" STORE__VERSIONS_DIR "//pkg") + STORE_NAME_MAX +
             STORE_VERSION_LEN >=
         PATH_MAX) {
         r = ember_error_set(err, -ENAMETOOLONG, "store: state directory path too long: %s", s->dir);
@@ -653,14 +624,14 @@ int store_open(const char *state_dir, const struct package_limits *lim, struct s
     };
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
         bool made;
-        int fd = dir_open_or_make(s->state_fd, dirs[i].name, dirs[i].mode, &made);
+        int fd = store__dir_open_or_make(s->state_fd, dirs[i].name, dirs[i].mode, &made);
         if (fd < 0) {
             r = ember_error_sys(err, fd, "store: %s/%s", s->dir, dirs[i].name);
             goto err_fds;
         }
         *(int *)((char *)s + dirs[i].fd_off) = fd;
     }
-    if (fsync_fd(s->state_fd) < 0)
+    if (store__fsync_fd(s->state_fd) < 0)
         log_warn("store: fsync %s failed", s->dir);
 
     /* Interrupted uploads and deletes: nothing in tmp/ or trash/ is live. */
@@ -706,402 +677,6 @@ void store_close(struct store *s)
     free(s);
 }
 
-/* ---- uploads ---- */
-
-int store_upload_begin(struct store *s, struct store_upload **out, struct ember_error *err)
-{
-    struct store_upload *up = calloc(1, sizeof(*up));
-    if (!up)
-        return ember_error_set(err, -ENOMEM, "upload: out of memory");
-    up->s = s;
-    up->md = EVP_MD_CTX_new();
-    if (!up->md || EVP_DigestInit_ex(up->md, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(up->md);
-        free(up);
-        return ember_error_set(err, -ENOMEM, "upload: cannot start SHA-256");
-    }
-    for (int tries = 0;; tries++) {
-        char rnd[17];
-        random_hex(rnd);
-        snprintf(up->file, sizeof(up->file), "upload-%s", rnd);
-        up->fd =
-            openat(s->tmp_fd, up->file, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (up->fd >= 0)
-            break;
-        if (errno != EEXIST || tries == 8) {
-            int r =
-                ember_error_sys(err, -errno, "upload: cannot create %s/tmp/%s", s->dir, up->file);
-            EVP_MD_CTX_free(up->md);
-            free(up);
-            return r;
-        }
-    }
-    *out = up;
-    return 0;
-}
-
-int store_upload_write(struct store_upload *up, const void *data, size_t len,
-                       struct ember_error *err)
-{
-    if (up->error)
-        return ember_error_set(err, up->error, "upload: an earlier write failed");
-    if (add_sat(up->size, len) > up->s->upload_max) {
-        up->error = -EFBIG;
-        return ember_error_set(err, -EFBIG, "package: larger than %" PRIu64 " bytes",
-                               up->s->upload_max);
-    }
-    int r = functions__write_all(up->fd, data, len);
-    if (r < 0) {
-        up->error = r;
-        return ember_error_sys(err, r, "upload: write");
-    }
-    if (EVP_DigestUpdate(up->md, data, len) != 1) {
-        up->error = -EIO;
-        return ember_error_set(err, -EIO, "upload: SHA-256 failed");
-    }
-    up->size += len;
-    return 0;
-}
-
-void store_upload_abort(struct store_upload *up)
-{
-    if (!up)
-        return;
-    if (up->fd >= 0) {
-        unlinkat(up->s->tmp_fd, up->file, 0);
-        close(up->fd);
-    }
-    EVP_MD_CTX_free(up->md);
-    free(up);
-}
-
-/* Write record.json for @rec into the version directory @vfd, fsynced. */
-static int record_write(int vfd, const struct function_record *rec, struct ember_error *err)
-{
-    json_auto_t *j = store_record_json(rec);
-    if (!j)
-        return ember_error_set(err, -ENOMEM, RECORD_FILE ": cannot build");
-    cleanup_free char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
-    if (!text)
-        return ember_error_set(err, -ENOMEM, RECORD_FILE ": cannot build");
-    cleanup_close int fd =
-        openat(vfd, RECORD_FILE, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return ember_error_sys(err, -errno, "commit: create " RECORD_FILE);
-    size_t len = strlen(text);
-    text[len] = '\n'; /* json_dumps leaves no newline; overwrite the NUL */
-    int r = functions__write_all(fd, text, len + 1);
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    if (r < 0)
-        return ember_error_sys(err, r, "commit: write " RECORD_FILE);
-    return 0;
-}
-
-/*
- * Unpack the upload into tmp/<stage>/pkg, validate it, write record.json and
- * fsync every file and directory. On success *out is the new record (one
- * reference) and the stage directory is complete; on failure it is removed.
- */
-static int stage_prepare(struct store_upload *up, const char *name, const char *version,
-                         const char *stage, struct function_record **out, struct ember_error *err)
-{
-    struct store *s = up->s;
-    struct function_record *rec = NULL;
-    struct package_info info = {0};
-    cleanup_free char *mtext = NULL;
-    size_t mlen;
-    char path[PATH_MAX];
-    cleanup_close int sfd = -1;
-    cleanup_close int pkg = -1;
-    bool made;
-    int r;
-
-    if (mkdirat(s->tmp_fd, stage, 0711) < 0)
-        return ember_error_sys(err, -errno, "commit: mkdir tmp/%s", stage);
-    sfd = openat(s->tmp_fd, stage, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (sfd < 0) {
-        r = ember_error_sys(err, -errno, "commit: open tmp/%s", stage);
-        goto fail;
-    }
-    pkg = dir_open_or_make(sfd, "pkg", 0755, &made);
-    if (pkg < 0 || fchmod(pkg, 0755) < 0) {
-        r = ember_error_sys(err, pkg < 0 ? pkg : -errno, "commit: mkdir pkg");
-        goto fail;
-    }
-
-    snprintf(path, sizeof(path), "%s/tmp/%s", s->dir, up->file);
-    r = package_unpack(path, pkg, &s->lim, &info, err);
-    if (r < 0)
-        goto fail;
-
-    rec = record_new(s, name, version);
-    if (!rec) {
-        r = ember_error_set(err, -ENOMEM, "commit: out of memory");
-        goto fail;
-    }
-    r = functions__read_file(pkg, "function.json", MANIFEST_FILE_MAX, &mtext, &mlen);
-    if (r == -EFBIG) {
-        r = ember_error_set(err, -EINVAL, "function.json: larger than %d bytes", MANIFEST_FILE_MAX);
-        goto fail;
-    }
-    if (r < 0) {
-        r = ember_error_sys(err, r, "function.json");
-        goto fail;
-    }
-    struct ember_error merr = {0};
-    r = manifest_parse(mtext, mlen, &rec->manifest, &merr);
-    if (r < 0) {
-        /* Name the file as well as the field. */
-        if (strncmp(merr.msg, "function.json", 13) == 0)
-            ember_error_set(err, r, "%s", merr.msg);
-        else
-            ember_error_set(err, r, "function.json: %s", merr.msg);
-        goto fail;
-    }
-    /* A manifest without "sandbox" runs on the daemon's default backend:
-     * check the handler for that one (a microVM needs a guest image). Only
-     * at upload: a stored function is not re-judged if the default changes. */
-    struct manifest as_run = rec->manifest;
-    if (as_run.sandbox == MANIFEST_SANDBOX_DEFAULT)
-        as_run.sandbox = s->default_sandbox;
-    r = manifest_check_handler(&as_run, pkg, err);
-    if (r < 0)
-        goto fail;
-    rec->created_ms = ember_wall_ms();
-    rec->package_size = up->size;
-    rec->unpacked_size = info.unpacked_bytes;
-
-    r = record_write(sfd, rec, err);
-    if (r < 0)
-        goto fail;
-    /* Files were fsynced as they were written; now every directory entry. */
-    r = functions__fsync_dirs(sfd);
-    if (r < 0) {
-        ember_error_sys(err, r, "commit: fsync");
-        goto fail;
-    }
-    *out = rec;
-    return 0;
-
-fail:
-    store_record_unref(rec);
-    int q = functions__remove_tree(s->tmp_fd, stage);
-    if (q < 0)
-        log_warn("store: cannot remove tmp/%s: %s", stage, strerror(-q));
-    return r;
-}
-
-/*
- * The publishing part of a commit, under disk_lock: move the stage into
- * versions/ (or find the version already there: the previous one), switch
- * "current" with one rename, fsync, update the registry, prune. On success
- * *out is a new reference to the live record.
- */
-static int publish(struct store *s, const char *name, const char *version, const char *stage,
-                   struct function_record *staged, struct function_record **out, bool *created,
-                   bool *unchanged, struct ember_error *err)
-{
-    struct function_record *cur = store_function_get(s, name);
-    struct function_record *rec = NULL;
-    bool fn_made = false, moved = false, made;
-    cleanup_close int fn = -1;
-    cleanup_close int versions = -1;
-    int r;
-
-    /* Redeploy of the live bytes, raced with another commit: nothing to do. */
-    if (cur && strcmp(cur->version, version) == 0) {
-        functions__remove_tree(s->tmp_fd, stage);
-        *unchanged = true;
-        *out = cur;
-        return 0;
-    }
-    r = reg_reserve(s);
-    if (r < 0) {
-        ember_error_set(err, r, "commit: out of memory");
-        goto out;
-    }
-
-    fn = dir_open_or_make(s->functions_fd, name, 0711, &fn_made);
-    if (fn < 0) {
-        r = ember_error_sys(err, fn, "commit: functions/%s", name);
-        goto out;
-    }
-    if (fn_made && (r = fsync_fd(s->functions_fd)) < 0) {
-        ember_error_sys(err, r, "commit: fsync functions/");
-        goto undo;
-    }
-    versions = dir_open_or_make(fn, VERSIONS_DIR, 0711, &made);
-    if (versions < 0) {
-        r = ember_error_sys(err, versions, "commit: functions/%s/" VERSIONS_DIR, name);
-        goto undo;
-    }
-    if (made && (r = fsync_fd(fn)) < 0) {
-        ember_error_sys(err, r, "commit: fsync functions/%s", name);
-        goto undo;
-    }
-
-    r = renameat2(s->tmp_fd, stage, versions, version, RENAME_NOREPLACE) < 0 ? -errno : 0;
-    if (r == -EEXIST) {
-        /* The previous version, redeployed: it is complete (it was published
-         * once) and may be in use, so it is kept as it is, with its record. */
-        struct ember_error lerr = {0};
-        r = version_load(s, versions, name, version, &rec, &lerr);
-        if (r == 0) {
-            functions__remove_tree(s->tmp_fd, stage);
-        } else if (r == -EINVAL) {
-            /* Damaged: nothing can use it; ours replaces it. */
-            log_warn("store: %s: replacing damaged version %.12s: %s", name, version, lerr.msg);
-            r = functions__remove_tree(versions, version);
-            if (r == 0)
-                r = renameat2(s->tmp_fd, stage, versions, version, RENAME_NOREPLACE) < 0 ? -errno
-                                                                                         : 0;
-            if (r == 0)
-                moved = true;
-        } else {
-            ember_error_set(err, r, "commit: existing version: %s", lerr.msg);
-            goto undo;
-        }
-    } else if (r == 0) {
-        moved = true;
-    }
-    if (r < 0) {
-        ember_error_sys(err, r, "commit: rename into " VERSIONS_DIR);
-        goto undo;
-    }
-    if (moved) {
-        rec = staged;
-        store_record_ref(rec);
-    }
-    if ((r = fsync_fd(versions)) < 0) {
-        ember_error_sys(err, r, "commit: fsync " VERSIONS_DIR);
-        goto undo;
-    }
-
-    /* The publish: one rename of a fresh symlink over "current". */
-    char target[sizeof(VERSIONS_DIR) + STORE_VERSION_LEN + 1];
-    snprintf(target, sizeof(target), VERSIONS_DIR "/%s", version);
-    if (unlinkat(fn, CURRENT_TEMP, 0) < 0 && errno != ENOENT) {
-        r = ember_error_sys(err, -errno, "commit: unlink " CURRENT_TEMP);
-        goto undo;
-    }
-    if (symlinkat(target, fn, CURRENT_TEMP) < 0) {
-        r = ember_error_sys(err, -errno, "commit: symlink " CURRENT_TEMP);
-        goto undo;
-    }
-    if (renameat(fn, CURRENT_TEMP, fn, CURRENT_LINK) < 0) {
-        r = ember_error_sys(err, -errno, "commit: rename " CURRENT_LINK);
-        unlinkat(fn, CURRENT_TEMP, 0);
-        goto undo;
-    }
-    /* From here the new version is live; the fsync makes it durable. If it
-     * fails the switch may or may not survive a crash: report it, since a
-     * 200 must mean durable, but keep memory in line with the disk as seen. */
-    r = fsync_fd(fn);
-    if (r < 0)
-        ember_error_sys(err, r, "commit: fsync functions/%s", name);
-
-    store_record_ref(rec);
-    struct function_record *old = reg_put(s, rec);
-    store_record_unref(old);
-    if (r == 0) {
-        *created = cur == NULL;
-        *out = rec;
-        rec = NULL;
-    }
-
-    /* Keep the new version and the one it replaced; older ones go to the
-     * trash, where calls still running in them can finish. */
-    char what[STORE_NAME_MAX + 32];
-    snprintf(what, sizeof(what), "function '%s'", name);
-    remove_others(s, versions, what, version, cur ? cur->version : NULL);
-    goto out;
-
-undo:
-    /* Nothing was published: take back what this commit added. */
-    if (moved && functions__remove_tree(versions, version) < 0)
-        log_warn("store: cannot remove functions/%s/" VERSIONS_DIR "/%s", name, version);
-    if (fn_made && functions__remove_tree(s->functions_fd, name) < 0)
-        log_warn("store: cannot remove functions/%s", name);
-out:
-    store_record_unref(rec);
-    store_record_unref(cur);
-    return r;
-}
-
-int store_upload_commit(struct store_upload *up, const char *name, struct function_record **out,
-                        bool *created, bool *unchanged, struct ember_error *err)
-{
-    struct store *s = up->s;
-    struct function_record *staged = NULL;
-    bool created_local, unchanged_local;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    char version[STORE_VERSION_LEN + 1];
-    char stage[32];
-    int r;
-
-    if (!created)
-        created = &created_local;
-    if (!unchanged)
-        unchanged = &unchanged_local;
-    *out = NULL;
-    *created = *unchanged = false;
-
-    if (!store_name_valid(name, strlen(name))) {
-        r = ember_error_set(err, -EINVAL, "name: must match [a-z0-9][a-z0-9-]{0,62}");
-        goto out;
-    }
-    if (up->error) {
-        r = ember_error_set(err, up->error, "upload: an earlier write failed");
-        goto out;
-    }
-    if (EVP_DigestFinal_ex(up->md, md, &md_len) != 1 || md_len != STORE_VERSION_LEN / 2) {
-        r = ember_error_set(err, -EIO, "upload: SHA-256 failed");
-        goto out;
-    }
-    for (unsigned i = 0; i < md_len; i++)
-        snprintf(version + 2 * i, 3, "%02x", md[i]);
-
-    /* The same bytes as the live version: answer before any work. */
-    struct function_record *cur = store_function_get(s, name);
-    if (cur && strcmp(cur->version, version) == 0) {
-        *unchanged = true;
-        *out = cur;
-        r = 0;
-        goto out;
-    }
-    store_record_unref(cur);
-
-    if (fsync(up->fd) < 0) {
-        r = ember_error_sys(err, -errno, "upload: fsync");
-        goto out;
-    }
-    char rnd[17];
-    random_hex(rnd);
-    snprintf(stage, sizeof(stage), "stage-%s", rnd);
-    /* The slow part (unpack, checks, fsyncs) runs outside any lock, so
-     * commits of different functions overlap. */
-    r = stage_prepare(up, name, version, stage, &staged, err);
-    if (r < 0)
-        goto out;
-    /* The archive is not needed any more; drop it before publishing. */
-    store_upload_abort(up);
-    up = NULL;
-
-    pthread_mutex_lock(&s->disk_lock);
-    r = publish(s, name, version, stage, staged, out, created, unchanged, err);
-    pthread_mutex_unlock(&s->disk_lock);
-    store_record_unref(staged);
-    if (r == 0)
-        log_info("store: %s %s version %.12s", name,
-                 *unchanged ? "kept" : (*created ? "created" : "updated to"), version);
-
-out:
-    store_upload_abort(up);
-    return r;
-}
-
 /* ---- delete ---- */
 
 int store_function_delete(struct store *s, const char *name, struct ember_error *err)
@@ -1119,7 +694,7 @@ int store_function_delete(struct store *s, const char *name, struct ember_error 
         return ember_error_set(err, -ENOENT, "function '%s' not found", name);
     }
     char rnd[17];
-    random_hex(rnd);
+    store__random_hex(rnd);
     snprintf(trash, sizeof(trash), "%s.%s", name, rnd);
     /* One rename takes the whole function out of the live tree. */
     if (renameat(s->functions_fd, name, s->trash_fd, trash) < 0) {
@@ -1128,7 +703,7 @@ int store_function_delete(struct store *s, const char *name, struct ember_error 
         store_record_unref(cur);
         return r;
     }
-    r = fsync_fd(s->functions_fd);
+    r = store__fsync_fd(s->functions_fd);
     if (r < 0)
         ember_error_sys(err, r, "delete: fsync functions/");
     store_record_unref(reg_take(s, name));
