@@ -33,7 +33,7 @@ struct package_info {
  * setuid/setgid bits, more than max_entries entries, more than
  * max_unpacked_bytes in all (counted while writing, so a bomb stops at the
  * cap), one file over max_file_bytes, a package without function.json.
- * Written files are fsynced; the caller fsyncs directories (see store.c).
+ * Written files are fsynced; the caller fsyncs directories (see upload.c).
  * On failure the caller removes @dest_dirfd's contents.
  *
  * Also refused: sticky bits, duplicate entries (after "./x" -> "x"
