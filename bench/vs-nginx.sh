@@ -7,14 +7,23 @@
 # offers both the same open-loop rate (half of ember's wrk throughput) and
 # prints the latencies measured from intended send times.
 #
+# The wrk runs alternate, ROUNDS times (ember, nginx, nginx, ember, ...), and
+# each round's ratio is taken from two runs made back to back: on a shared
+# or virtual machine the throughput of either server drifts by a quarter
+# between minutes, and one run of each would mostly measure the drift. The
+# table shows each server's median run and the median of the rounds'
+# ratios.
+#
 # Environment: BUILD (default <repo>/build), THREADS (wrk threads, 2),
-# CONNS (wrk connections, 64), DURATION (s per wrk run, 10), WARMUP (s, 3),
-# NGINX_WORKERS (2), OPEN_LOOP (1; 0 skips the ember-bench part).
+# CONNS (wrk connections, 64), DURATION (s per wrk run, 10), ROUNDS (3),
+# WARMUP (s, 3), NGINX_WORKERS (2), OPEN_LOOP (1; 0 skips the ember-bench
+# part).
 . "$(dirname "$0")/lib.sh"
 
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-64}
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3}
 NGINX_WORKERS=${NGINX_WORKERS:-2}
 OPEN_LOOP=${OPEN_LOOP:-1}
@@ -129,10 +138,25 @@ start_nginx "$NGINX_PORT"
 NGINX_URL=http://127.0.0.1:$NGINX_PORT/fn/noop/
 wrk -t"$THREADS" -c"$CONNS" -d1s "$NGINX_URL" >/dev/null
 
-run_wrk ember "$EMBER_URL"
-run_wrk nginx "$NGINX_URL"
-read -r E_RPS E_P50 E_P99 E_ERR <"$TMP/ember.vars"
-read -r N_RPS N_P50 N_P99 N_ERR <"$TMP/nginx.vars"
+# Rounds: ember then nginx, then the other way round, so that neither
+# always runs second. Each round appends "rps p50 p99 errors" per server.
+: >"$TMP/ember.rounds"
+: >"$TMP/nginx.rounds"
+for round in $(seq "$ROUNDS"); do
+    if [ $((round % 2)) = 1 ]; then order="ember nginx"; else order="nginx ember"; fi
+    for who in $order; do
+        if [ "$who" = ember ]; then run_wrk ember "$EMBER_URL"; else run_wrk nginx "$NGINX_URL"; fi
+        cat "$TMP/$who.vars" >>"$TMP/$who.rounds"
+    done
+done
+# median FILE: the line of FILE whose first field is the median (lower middle).
+median() { sort -n -k1,1 "$1" | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }'; }
+read -r E_RPS E_P50 E_P99 E_ERR < <(median "$TMP/ember.rounds")
+read -r N_RPS N_P50 N_P99 N_ERR < <(median "$TMP/nginx.rounds")
+E_ERR=$(awk '{ s += $4 } END { print s + 0 }' "$TMP/ember.rounds")
+N_ERR=$(awk '{ s += $4 } END { print s + 0 }' "$TMP/nginx.rounds")
+ROUND_RATIOS=$(paste -d' ' "$TMP/ember.rounds" "$TMP/nginx.rounds" |
+    awk '{ printf "%s%.2f", (NR > 1 ? " " : ""), ($5 > 0 ? $1 / $5 : 0) }')
 
 if [ "$OPEN_LOOP" = 1 ] && [ -x "$EMBER_BENCH" ]; then
     RATE=$(awk -v r="$E_RPS" 'BEGIN { printf "%d", r / 2 }')
@@ -141,14 +165,16 @@ if [ "$OPEN_LOOP" = 1 ] && [ -x "$EMBER_BENCH" ]; then
 fi
 
 echo
-echo "wrk -t$THREADS -c$CONNS -d${DURATION}s, loopback, $(nproc) CPUs, nginx $NGINX_WORKERS workers," \
-    "load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-26s %12s %10s %10s %8s\n' "" "requests/s" "p50 ms" "p99 ms" "errors"
-printf '%-26s %12.0f %10s %10s %8s\n' "nginx return 200" "$N_RPS" "$N_P50" "$N_P99" "$N_ERR"
-printf '%-26s %12.0f %10s %10s %8s\n' "ember warm native noop" "$E_RPS" "$E_P50" "$E_P99" "$E_ERR"
-RATIO=$(awk -v e="$E_RPS" -v n="$N_RPS" 'BEGIN { printf "%.2f", (n > 0) ? e / n : 0 }')
+echo "wrk -t$THREADS -c$CONNS -d${DURATION}s, $ROUNDS alternating rounds, loopback, $(nproc) CPUs," \
+    "nginx $NGINX_WORKERS workers, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-26s %12s %10s %10s %8s   %s\n' "" "requests/s" "p50 ms" "p99 ms" "errors" "(median run; every run)"
+printf '%-26s %12.0f %10s %10s %8s   %s\n' "nginx return 200" "$N_RPS" "$N_P50" "$N_P99" "$N_ERR" \
+    "$(awk '{ printf "%s%.0f", (NR > 1 ? " " : ""), $1 }' "$TMP/nginx.rounds")"
+printf '%-26s %12.0f %10s %10s %8s   %s\n' "ember warm native noop" "$E_RPS" "$E_P50" "$E_P99" "$E_ERR" \
+    "$(awk '{ printf "%s%.0f", (NR > 1 ? " " : ""), $1 }' "$TMP/ember.rounds")"
+RATIO=$(echo "$ROUND_RATIOS" | tr ' ' '\n' | sort -n | awk '{ r[NR] = $1 } END { print r[int((NR + 1) / 2)] }')
 VERDICT=$(awk -v r="$RATIO" 'BEGIN { print ((r >= 0.5) ? "meets" : "below") }')
-echo "ember/nginx throughput: ${RATIO}x ($VERDICT the 0.5x goal)"
+echo "ember/nginx throughput: ${RATIO}x, the median of the rounds' ratios ($ROUND_RATIOS) ($VERDICT the 0.5x goal)"
 if [ -n "${RATE:-}" ]; then
     echo
     echo "open loop, ember-bench at $RATE req/s (half of ember's wrk rate) for ${DURATION}s; latency from intended send time"
