@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -559,6 +560,95 @@ void proc_children_each(pid_t parent, bool (*fn)(pid_t pid, const char *status, 
     }
     if (proc)
         closedir(proc);
+}
+
+struct named_procs {
+    const char *status_name; /* "Name:\t<name>\n" */
+    pid_t pid[128];
+    long switches[128];
+    int n;
+};
+
+static bool note_named(pid_t pid, const char *status, void *data)
+{
+    struct named_procs *np = data;
+    const char *vol = strstr(status, "\nvoluntary_ctxt_switches:");
+    const char *nonvol = strstr(status, "\nnonvoluntary_ctxt_switches:");
+    if (strncmp(status, np->status_name, strlen(np->status_name)) != 0 || !vol || !nonvol)
+        return true;
+    if (np->n < 128) {
+        np->pid[np->n] = pid;
+        np->switches[np->n++] = atol(vol + 25) + atol(nonvol + 28);
+    }
+    proc_children_each(pid, note_named, np);
+    return np->n < 128;
+}
+
+/* Pin @pid to the @nth CPU this process may use; false if there is none. */
+static bool pin_nth_cpu(pid_t pid, int nth)
+{
+    cpu_set_t allowed, set;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
+        return false;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (CPU_ISSET(cpu, &allowed) && nth-- == 0) {
+            CPU_ZERO(&set);
+            CPU_SET(cpu, &set);
+            return sched_setaffinity(pid, sizeof(set), &set) == 0;
+        }
+    }
+    return false;
+}
+
+int warm_wakeups(const struct emberd *d, const char *target, const char *name, int calls,
+                 struct warm_wakeups *out)
+{
+    char status_name[64];
+    snprintf(status_name, sizeof(status_name), "Name:\t%s\n", name);
+    struct named_procs before = {.status_name = status_name};
+    struct named_procs after = {.status_name = status_name};
+    proc_children_each(d->pid, note_named, &before);
+    if (before.n == 0)
+        return -1;
+    out->pinned = pin_nth_cpu(d->pid, 0);
+    for (int i = 0; out->pinned && i < before.n; i++)
+        out->pinned = pin_nth_cpu(before.pid[i], 1);
+    for (int i = 0; i < calls; i++) {
+        struct resp r = {0};
+        int rc = http_call(d->port, "GET", target, NULL, NULL, 0, &r);
+        int status = r.status;
+        resp_free(&r);
+        if (rc != 0 || status != 200)
+            return -1;
+    }
+    proc_children_each(d->pid, note_named, &after);
+    out->busiest = 0;
+    out->switches = 0;
+    for (int i = 0; i < after.n; i++) {
+        for (int j = 0; j < before.n; j++) {
+            long sw = after.switches[i] - before.switches[j];
+            if (after.pid[i] == before.pid[j] && sw > out->switches) {
+                out->switches = sw;
+                out->busiest = after.pid[i];
+            }
+        }
+    }
+    return 0;
+}
+
+bool warm_wakeups_ok(const struct warm_wakeups *w, int calls, char *why, size_t len)
+{
+    if (w->pinned && w->switches <= calls / 2)
+        snprintf(why, len, "%ld context switches for %d calls: not the process that served them?",
+                 w->switches, calls);
+    else if (w->pinned && w->switches >= calls * 3 / 2)
+        snprintf(why, len, "%ld context switches for %d calls: woken twice per call?", w->switches,
+                 calls);
+    else if (sched_getscheduler(w->busiest) != SCHED_BATCH)
+        snprintf(why, len, "process %d does not run as SCHED_BATCH", (int)w->busiest);
+    else
+        return true;
+    return false;
 }
 
 struct first_orphan {

@@ -129,4 +129,28 @@ void proc_children_each(pid_t parent, bool (*fn)(pid_t pid, const char *status, 
 /** Is the process of this /proc/PID/status text a zombie (or dead)? */
 bool proc_status_dead(const char *status);
 
+/** What warm_wakeups saw. */
+struct warm_wakeups {
+    pid_t busiest; /* the process named @name that switched most */
+    long switches; /* its context switches over the calls, voluntary or not */
+    bool pinned;   /* emberd and those processes ran on two different CPUs */
+};
+
+/**
+ * Make @calls GETs of @target (each must answer 200) and count the context
+ * switches of the processes named @name under emberd (its children, and
+ * theirs through processes of that name). Where the test may use two CPUs,
+ * emberd's loop thread and those processes are pinned apart first: on one
+ * CPU emberd preempts a sandbox before it sleeps, and a second wake-up per
+ * call would never be seen. 0, or -1 if no such process exists.
+ */
+int warm_wakeups(const struct emberd *d, const char *target, const char *name, int calls,
+                 struct warm_wakeups *out);
+/**
+ * Did the busiest process sleep about once per call (more than half a
+ * switch per call, fewer than one and a half; counted only if pinned) and
+ * run as SCHED_BATCH? If not, says what in @why.
+ */
+bool warm_wakeups_ok(const struct warm_wakeups *w, int calls, char *why, size_t len);
+
 #endif

@@ -4,7 +4,6 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -460,51 +459,10 @@ Test(invoke, kill9_takes_the_sandboxes_along_and_restart_works)
     expect_works("/fn/phoenix");
 }
 
-struct agents {
-    pid_t pid[128];
-    long switches[128];
-    int n;
-};
-
-/* Note an ember-agent's context switches (voluntary and not), and those of
- * its own ember-agent children (a zygote's instances). */
-static bool note_agent(pid_t pid, const char *status, void *data)
-{
-    struct agents *a = data;
-    const char *vol = strstr(status, "\nvoluntary_ctxt_switches:");
-    const char *nonvol = strstr(status, "\nnonvoluntary_ctxt_switches:");
-    if (strncmp(status, "Name:\tember-agent\n", 18) != 0 || !vol || !nonvol)
-        return true;
-    if (a->n < 128) {
-        a->pid[a->n] = pid;
-        a->switches[a->n++] = atol(vol + 25) + atol(nonvol + 28);
-    }
-    proc_children_each(pid, note_agent, a);
-    return a->n < 128;
-}
-
-/* Pin @pid to the @nth CPU this test may use; false if there is none. */
-static bool pin(pid_t pid, int nth)
-{
-    cpu_set_t allowed, set;
-    if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
-        return false;
-    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-        if (CPU_ISSET(cpu, &allowed) && nth-- == 0) {
-            CPU_ZERO(&set);
-            CPU_SET(cpu, &set);
-            return sched_setaffinity(pid, sizeof(set), &set) == 0;
-        }
-    }
-    return false;
-}
-
 /* A warm call wakes its instance once: the agent waits for calls in poll,
  * not in a unix stream recvmsg, where emberd's read of the previous answer
  * would wake it a second time. And sandboxes run as SCHED_BATCH, so that a
- * woken instance does not preempt emberd. The instances and emberd are
- * pinned to different CPUs for the count: on one CPU, emberd preempts the
- * agent before it sleeps and the second wake-up is never seen. */
+ * woken instance does not preempt emberd. */
 Test(invoke, an_instance_wakes_once_per_call_and_runs_as_batch)
 {
     deploy("waker", "t_noop.so", NULL);
@@ -513,43 +471,10 @@ Test(invoke, an_instance_wakes_once_per_call_and_runs_as_batch)
     resp_free(&r);
     usleep(200000); /* the stem cell refill settles */
 
-    enum { CALLS = 200 };
-    struct agents before = {0}, after = {0};
-    proc_children_each(d.pid, note_agent, &before);
-    cr_assert_gt(before.n, 0, "emberd has ember-agent descendants");
-    /* Two CPUs this test may use, or only the policy is checked. */
-    bool pinned = pin(d.pid, 0);
-    for (int i = 0; pinned && i < before.n; i++)
-        pinned = pin(before.pid[i], 1);
-    int warm = 0;
-    for (int i = 0; i < CALLS; i++) {
-        cr_assert_eq(call("/fn/waker/", NULL, NULL, &r), 200);
-        char *kind = acquire_kind(&r);
-        warm += strcmp(kind, "warm") == 0;
-        free(kind);
-        resp_free(&r);
-    }
-    proc_children_each(d.pid, note_agent, &after);
-    /* The instance is the agent that switched most. */
-    long most = 0;
-    pid_t busiest = 0;
-    for (int i = 0; i < after.n; i++) {
-        for (int j = 0; j < before.n; j++) {
-            long sw = after.switches[i] - before.switches[j];
-            if (after.pid[i] == before.pid[j] && sw > most) {
-                most = sw;
-                busiest = after.pid[i];
-            }
-        }
-    }
-    cr_expect_eq(warm, CALLS, "every call after the first is warm");
-    if (pinned) {
-        cr_expect_gt(most, CALLS / 2, "the instance slept between calls (%ld switches)", most);
-        cr_expect_lt(most, CALLS * 3 / 2,
-                     "%ld context switches for %d calls: woken twice per call?", most, CALLS);
-    }
-    cr_expect_eq(sched_getscheduler(busiest), SCHED_BATCH, "instance %d runs as SCHED_BATCH",
-                 (int)busiest);
+    struct warm_wakeups w;
+    cr_assert_eq(warm_wakeups(&d, "/fn/waker/", "ember-agent", 200, &w), 0);
+    char why[160];
+    cr_expect(warm_wakeups_ok(&w, 200, why, sizeof(why)), "%s", why);
 }
 
 static bool count_zombie(pid_t pid, const char *status, void *data)

@@ -104,7 +104,8 @@ Test(microvm, warm_calls_and_snapshot_restores)
     /* a second instance at the same time is restored from the snapshot */
     struct resp a;
     int fd = tcp_connect(d.port);
-    const char *slow = "GET /fn/probe-vm/dirty?2000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    const char *slow =
+        "GET /fn/probe-vm/dirty?2000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     tcp_send_all(fd, slow, strlen(slow));
     cr_assert_eq(get("/fn/probe-vm/env", &a), 200, "%s", a.body);
     char *k = kind_of(&a);
@@ -115,6 +116,23 @@ Test(microvm, warm_calls_and_snapshot_restores)
     cr_expect(strstr(out, "HTTP/1.1 200"), "%s", out);
     free(out);
     close(fd);
+}
+
+/* A warm call wakes the monitor once (it waits in poll, not in a unix
+ * stream recvmsg, which emberd's read of each answer would wake too), and
+ * monitors run as SCHED_BATCH like container sandboxes. */
+Test(microvm, a_monitor_wakes_once_per_call_and_runs_as_batch)
+{
+    deploy_guest("waker-vm", "tests/guests/g_probe.elf", NULL);
+    struct resp r;
+    cr_assert_eq(get("/fn/waker-vm/env", &r), 200, "%s", r.body);
+    resp_free(&r);
+    usleep(200000); /* the stem monitors' refill settles */
+
+    struct warm_wakeups w;
+    cr_assert_eq(warm_wakeups(&d, "/fn/waker-vm/env", "ember-vmm", 200, &w), 0);
+    char why[160];
+    cr_expect(warm_wakeups_ok(&w, 200, why, sizeof(why)), "%s", why);
 }
 
 Test(microvm, fresh_per_call_resets_guest_memory)
@@ -147,9 +165,10 @@ static void expect_5xx_then_works(const char *name, const char *path)
 Test(microvm, hostile_guests_fail_cleanly)
 {
     deploy_guest("bad-vm", "tests/guests/g_probe.elf", "\"timeout_ms\": 1000");
-    const char *paths[] = {"/read_oob", "/write_oob", "/write_null", "/write_pt", "/exec_data",
-                           "/write_text", "/bad_respond", "/bad_log", "/hlt", "/cr3",
-                           "/triple", "/outport", "/abort", "/stack", "/loop", "/big"};
+    const char *paths[] = {"/read_oob",  "/write_oob",  "/write_null",  "/write_pt",
+                           "/exec_data", "/write_text", "/bad_respond", "/bad_log",
+                           "/hlt",       "/cr3",        "/triple",      "/outport",
+                           "/abort",     "/stack",      "/loop",        "/big"};
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
         expect_5xx_then_works("bad-vm", paths[i]);
 }
