@@ -11,6 +11,7 @@
 #include "sandbox/proto.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,6 +274,12 @@ int proto_str_u32(struct proto_str s, uint32_t *out)
 }
 
 /* ---- blocking I/O for the sandbox side ---- */
+
+int proto_wait_readable(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    return poll(&pfd, 1, -1) < 0 ? -errno : 0;
+}
 
 int proto_send_frame(int fd, const struct proto_buf *frame, const int *fds, int n_fds)
 {

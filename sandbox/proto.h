@@ -214,6 +214,12 @@ bool proto_header_valid(const struct proto_pair *h);
  *  -ECONNRESET on EOF. */
 int proto_send_frame(int fd, const struct proto_buf *frame, const int *fds, int n_fds);
 int proto_recv_frame(int fd, struct proto_hdr *h, uint8_t **payload, int *fds, int *n_fds);
+/** Sleep until @fd has something to read: 0, or -errno (-EINTR included).
+ *  Call it before a receive that would block: asleep in a unix stream
+ *  recvmsg, a task is also woken when the peer reads what the task sent
+ *  (unix_write_space), i.e. twice per request; poll's event mask filters
+ *  that wake-up out. */
+int proto_wait_readable(int fd);
 
 struct msghdr;
 /** Append the SCM_RIGHTS fds of a received @msg to @fds (*@n_fds of @max

@@ -262,13 +262,10 @@ void agent__instance_run(const struct agent_fn *fn, bool forked)
         if (pool.max_workers == 1) {
             /* Calls run inline and each is followed by a drain of its
              * output, so between calls nothing needs watching but the
-             * channel. Wait in poll, not in recvmsg: a task asleep in a
-             * unix stream recvmsg is also woken when the peer reads what
-             * it sent (unix_write_space), so every call would wake it
-             * twice. poll filters that wake-up out by its event mask. */
-            struct pollfd pfd = {.fd = AGENT_CHAN_FD, .events = POLLIN};
-            if (!agent__frame_ready() && poll(&pfd, 1, -1) < 0 && errno != EINTR) {
-                agent__warn("poll: %s", strerror(errno));
+             * channel (waited for in poll: one wake-up per call). */
+            int w = agent__frame_ready() ? 0 : proto_wait_readable(AGENT_CHAN_FD);
+            if (w < 0 && w != -EINTR) {
+                agent__warn("poll: %s", strerror(-w));
                 _exit(1);
             }
             struct proto_hdr h;

@@ -31,7 +31,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -735,13 +734,11 @@ int main(int argc, char **argv)
         struct proto_hdr h;
         cleanup_free uint8_t *payload = NULL;
         int fds[PROTO_MAX_FDS], n_fds = 0;
-        /* Wait in poll, not in recvmsg: asleep in a unix stream recvmsg,
-         * the monitor would also be woken when emberd reads the answer it
-         * just sent (twice per call); poll's event mask filters that out. */
-        struct pollfd pfd = {.fd = chan, .events = POLLIN};
-        if (poll(&pfd, 1, -1) < 0) {
-            if (errno != EINTR) {
-                log_error("ember-vmm: poll: %s", strerror(errno));
+        /* One wake-up per call: see proto_wait_readable. */
+        int w = proto_wait_readable(chan);
+        if (w < 0) {
+            if (w != -EINTR) {
+                log_error("ember-vmm: poll: %s", strerror(-w));
                 return 1;
             }
             if (vmm_stop_requested)

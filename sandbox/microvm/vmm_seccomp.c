@@ -28,7 +28,7 @@ static const struct {
     {SCMP_SYS(close), BOTH},
     {SCMP_SYS(recvmsg), BOTH},
     {SCMP_SYS(sendmsg), BOTH},
-    {SCMP_SYS(poll), BOTH}, /* waiting for a frame (see vmm_main.c) */
+    {SCMP_SYS(poll), BOTH}, /* waiting for a frame: proto_wait_readable */
     {SCMP_SYS(mmap), BOTH},
     {SCMP_SYS(munmap), BOTH},
     {SCMP_SYS(mremap), BOTH},
