@@ -59,11 +59,21 @@ void proto_buf_init(struct proto_buf *b)
     b->data = NULL;
     b->len = 0;
     b->cap = 0;
+    b->fixed = false;
+}
+
+void proto_buf_init_fixed(struct proto_buf *b, void *mem, size_t cap)
+{
+    b->data = mem;
+    b->len = 0;
+    b->cap = cap;
+    b->fixed = true;
 }
 
 void proto_buf_free(struct proto_buf *b)
 {
-    free(b->data);
+    if (!b->fixed)
+        free(b->data);
     proto_buf_init(b);
 }
 
@@ -76,6 +86,8 @@ static int reserve(struct proto_buf *b, size_t more)
     size_t need = b->len + more;
     if (need <= b->cap)
         return 0;
+    if (b->fixed)
+        return -EMSGSIZE;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap *= 2;
@@ -271,6 +283,19 @@ int proto_str_u32(struct proto_str s, uint32_t *out)
         return -EINVAL;
     *out = (uint32_t)v;
     return 0;
+}
+
+size_t proto_u32_str(uint32_t v, char out[10])
+{
+    char tmp[10];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
 }
 
 /* ---- blocking I/O for the sandbox side ---- */

@@ -132,10 +132,12 @@ struct proto_response {
     struct proto_str body;
 };
 
-/** Growable output buffer for encoding. */
+/** Growable output buffer for encoding; or, from proto_buf_init_fixed,
+ *  one over the caller's memory that never grows nor is freed. */
 struct proto_buf {
     uint8_t *data;
     size_t len, cap;
+    bool fixed;
 };
 
 /** Reader over a payload; every get fails (returns -EBADMSG) past the end. */
@@ -149,6 +151,10 @@ struct proto_reader {
 int proto_hdr_check(const struct proto_hdr *h);
 
 void proto_buf_init(struct proto_buf *b);
+/** Encode into @mem (@cap bytes): an encoder that would need more fails
+ *  with -EMSGSIZE; proto_buf_free only forgets it. For a fork child, whose
+ *  first malloc would copy heap pages it shares with its zygote. */
+void proto_buf_init_fixed(struct proto_buf *b, void *mem, size_t cap);
 void proto_buf_free(struct proto_buf *b);
 /** Reserve PROTO_HDR_SIZE bytes for the header; proto_buf_finish fills it. */
 int proto_buf_begin(struct proto_buf *b, uint16_t type, uint32_t id);
@@ -244,5 +250,7 @@ bool proto_rxbuf_has_frame(const struct proto_rxbuf *rb);
 int proto_str_eq(struct proto_str s, const char *c);
 /** @s as a decimal uint32 (digits only, no sign or space): 0, or -EINVAL. */
 int proto_str_u32(struct proto_str s, uint32_t *out);
+/** Write @v in decimal to @out (no NUL); returns the digit count. */
+size_t proto_u32_str(uint32_t v, char out[10]);
 
 #endif

@@ -143,9 +143,8 @@ __attribute__((noreturn)) static void become_instance(int chan, const int *fds, 
     if (dup3(chan, AGENT_CHAN_FD, O_CLOEXEC) < 0)
         _exit(127);
     close_fds(fds, n_fds);
-    free(kids);
-    kids = NULL;
-    n_kids = cap_kids = 0;
+    /* The zygote's list of kids is left as it is: the instance never looks
+     * at it, and freeing it would copy a heap page on the fork's path. */
     agent__instance_run(&fn, true);
 }
 

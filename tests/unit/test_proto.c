@@ -3,7 +3,9 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -524,4 +526,51 @@ Test(proto, str_u32_takes_digits_up_to_uint32_max)
         cr_expect_eq(proto_str_u32(s, &v), cases[i].r, "'%s'", cases[i].s);
         cr_expect_eq(v, cases[i].r == 0 ? cases[i].v : 12345u, "'%s' -> %u", cases[i].s, v);
     }
+}
+
+/* The agent's HELLO writes its numbers with proto_u32_str: they must read
+ * back through proto_str_u32, at both ends of the range. */
+Test(proto, u32_str_round_trips)
+{
+    const uint32_t vals[] = {0, 9, 10, 99, 100, 65535, 1000000000u, UINT32_MAX};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        char buf[10];
+        size_t n = proto_u32_str(vals[i], buf);
+        char want[16];
+        snprintf(want, sizeof(want), "%" PRIu32, vals[i]);
+        cr_expect_eq(n, strlen(want), "%" PRIu32 ": %zu digits", vals[i], n);
+        cr_expect_eq(memcmp(buf, want, n), 0, "%" PRIu32 ": '%.*s'", vals[i], (int)n, buf);
+        uint32_t back = 0;
+        cr_expect_eq(proto_str_u32((struct proto_str){buf, (uint32_t)n}, &back), 0);
+        cr_expect_eq(back, vals[i]);
+    }
+}
+
+/* A frame built over the caller's memory is the same frame as a growable
+ * buffer's; one that does not fit fails instead of reallocating the
+ * caller's memory, and freeing leaves that memory alone. */
+Test(proto, fixed_buffer_encodes_in_place_and_never_grows)
+{
+    struct proto_pair pairs[] = {{{"version", 7}, {"1", 1}}, {{"pid", 3}, {"42", 2}}};
+    struct proto_buf grow, fixed;
+    uint8_t mem[PROTO_HDR_SIZE + 64];
+    proto_buf_init(&grow);
+    proto_buf_init_fixed(&fixed, mem, sizeof(mem));
+    struct proto_buf *bufs[] = {&grow, &fixed};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(proto_buf_begin(bufs[i], PROTO_HELLO, 0), 0);
+        cr_assert_eq(proto_put_pairs(bufs[i], pairs, 2), 0);
+        cr_assert_eq(proto_buf_finish(bufs[i]), 0);
+    }
+    cr_assert_eq(fixed.data, mem);
+    cr_assert_eq(fixed.len, grow.len);
+    cr_expect_eq(memcmp(fixed.data, grow.data, grow.len), 0);
+
+    uint8_t big[sizeof(mem)] = {0};
+    cr_assert_eq(proto_buf_begin(&fixed, PROTO_LOG, 0), 0);
+    cr_expect_eq(proto_put_raw(&fixed, big, sizeof(big)), -EMSGSIZE);
+    cr_expect_eq(fixed.data, mem);
+    proto_buf_free(&fixed); /* must not free() the stack */
+    cr_expect_null(fixed.data);
+    proto_buf_free(&grow);
 }
