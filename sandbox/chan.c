@@ -23,7 +23,6 @@
 #include "sandbox/sandbox_internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -589,14 +588,9 @@ static void on_chan_event(uv_poll_t *h, int status, int events)
 int sandbox__chan_attach(struct sandbox *sb, int chan_fd)
 {
     cleanup_close int chan = chan_fd;
-    int r;
-    int fl = fcntl(chan, F_GETFL);
-    if (fl < 0 || fcntl(chan, F_SETFL, fl | O_NONBLOCK) < 0) {
-        r = -errno;
-        sandbox__kill(sb, SANDBOX_ERR_INTERNAL, "channel: fcntl: %s", strerror(-r));
-        return r;
-    }
-    r = uv_poll_init(sb->loop, &sb->chan_poll, chan);
+    /* uv_poll_init makes the fd non-blocking (FIONBIO): the loop never
+     * waits on a sandbox's channel. */
+    int r = uv_poll_init(sb->loop, &sb->chan_poll, chan);
     if (r < 0) {
         sandbox__kill(sb, SANDBOX_ERR_INTERNAL, "channel: %s", uv_strerror(r));
         return r;
