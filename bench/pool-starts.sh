@@ -143,11 +143,19 @@ done
 pool_patch '{"stem_cells": 0}'
 sleep 0.5
 pool_patch '{"stem_cells": {"container": 200, "microvm": 0}, "memory_budget_mb": 100000}'
+# One reading while they are still coming, timed at the middle of its
+# request: polling until all 200 are there measured the poll's 50 ms step
+# as much as the rate (~12% of a 0.4 s run), and faster polling would
+# take CPU from the creation.
 t0=$(date +%s.%N)
-for _ in $(seq 2000); do [ "$(stems_ready)" -ge 200 ] 2>/dev/null && break; sleep 0.05; done
-t1=$(date +%s.%N)
+sleep 0.2
+ta=$(date +%s.%N)
 made=$(stems_ready)
-awk -v n="$made" -v a="$t0" -v b="$t1" 'BEGIN { printf "sandbox creation: %d stem cells in %.3f s = %.0f/s\n", n, b - a, n / (b - a) }'
+tb=$(date +%s.%N)
+awk -v n="$made" -v a="$t0" -v b="$ta" -v c="$tb" 'BEGIN {
+    t = (b + c) / 2 - a
+    printf "sandbox creation: %d stem cells in %.3f s = %s%.0f/s\n", n, t, n >= 200 ? ">= " : "", n / t }'
+for _ in $(seq 2000); do [ "$(stems_ready)" -ge 200 ] 2>/dev/null && break; sleep 0.05; done
 pool_patch '{"stem_cells": 2}'
 
 if [ -x "$(dirname "$0")/crun-peer.sh" ] && command -v crun >/dev/null; then
