@@ -154,7 +154,7 @@ made=$(stems_ready)
 tb=$(date +%s.%N)
 awk -v n="$made" -v a="$t0" -v b="$ta" -v c="$tb" 'BEGIN {
     t = (b + c) / 2 - a
-    printf "sandbox creation: %d stem cells in %.3f s = %s%.0f/s\n", n, t, n >= 200 ? ">= " : "", n / t }'
+    printf "sandbox creation: %d stem cells in %.3f s = %s%.0f/s\n", n, t, (n >= 200 ? ">= " : ""), n / t }'
 for _ in $(seq 2000); do [ "$(stems_ready)" -ge 200 ] 2>/dev/null && break; sleep 0.05; done
 pool_patch '{"stem_cells": 2}'
 
