@@ -408,19 +408,30 @@ struct pidfd_info_v0 {
 #define EMBER_PIDFD_INFO_PID 1ull
 #define EMBER_PIDFD_GET_INFO _IOWR(0xFF, 11, struct pidfd_info_v0)
 
+/* Does the kernel answer PIDFD_GET_INFO? Asked once, of a pidfd of our
+ * own: a descriptor a zygote sends must not decide it (a non-pidfd answers
+ * ENOTTY too, and would have sent every later fork down the slow path). */
+static bool pidfd_info_works(void)
+{
+    static int works = -1; /* loop thread only */
+    if (works < 0) {
+        int fd = pidfd_open(getpid(), 0);
+        struct pidfd_info_v0 info = {.mask = EMBER_PIDFD_INFO_PID};
+        works = fd >= 0 && ioctl(fd, EMBER_PIDFD_GET_INFO, &info) == 0;
+        if (fd >= 0)
+            close(fd);
+    }
+    return works;
+}
+
 pid_t container_pidfd_pid(int pidfd)
 {
     /* One ioctl where the kernel has it: this runs on the loop per fork. */
-    static bool no_ioctl;
-    if (!no_ioctl) {
+    if (pidfd_info_works()) {
         struct pidfd_info_v0 info = {.mask = EMBER_PIDFD_INFO_PID};
         if (ioctl(pidfd, EMBER_PIDFD_GET_INFO, &info) == 0)
             return info.pid > 0 ? (pid_t)info.pid : -EREMOTE; /* 0: not in our namespace */
-        if (errno == ESRCH)
-            return -ESRCH;
-        if (errno != ENOTTY && errno != EINVAL && errno != EOPNOTSUPP)
-            return -errno;
-        no_ioctl = true;
+        return errno == ENOTTY ? -EBADF : -errno;             /* ENOTTY: not a pidfd */
     }
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);

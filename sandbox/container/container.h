@@ -133,7 +133,8 @@ int container_cgroup_remove(struct container_host *h, const char *cgroup);
  */
 int container_package_mount(const char *package_dir, struct ember_error *err);
 
-/** Host pid behind a pidfd (PIDFD_GET_INFO, else /proc/self/fdinfo), or -errno. Loop-safe. */
+/** Host pid behind a pidfd (PIDFD_GET_INFO, else /proc/self/fdinfo), or -errno:
+ *  -EBADF if @pidfd is not a pidfd (a zygote may send anything). Loop-safe. */
 pid_t container_pidfd_pid(int pidfd);
 
 #endif

@@ -772,6 +772,29 @@ Test(container, spawn_shapes_the_sandbox)
     close_host(h);
 }
 
+/* A zygote's FORKED may carry any descriptor: one that is not a pidfd is
+ * refused, and a real pidfd after it still gives its pid. */
+Test(container, pidfd_pid_refuses_what_is_not_a_pidfd)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    cr_expect_eq(container_pidfd_pid(p[0]), -EBADF);
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        pause();
+        _exit(0);
+    }
+    int fd = pidfd_open(c, 0);
+    cr_assert_geq(fd, 0);
+    cr_expect_eq(container_pidfd_pid(fd), c);
+    kill(c, SIGKILL);
+    waitpid(c, NULL, 0);
+    close(fd);
+    close(p[0]);
+    close(p[1]);
+}
+
 Test(container, cgroup_limits_stats_and_remove)
 {
     struct container_host *h = open_host("state-cg");
