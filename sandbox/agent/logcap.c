@@ -34,7 +34,6 @@ struct log_stream {
     size_t used;      /* bytes in line */
     bool truncating;  /* dropping the rest of an overlong line */
     uint64_t dropped; /* bytes not forwarded since the last report */
-    char line[PROTO_LOG_LINE_MAX];
 };
 
 static struct {
@@ -45,6 +44,12 @@ static struct {
     .mu = PTHREAD_MUTEX_INITIALIZER,
     .s = {{.rfd = -1}, {.rfd = -1}},
 };
+
+/* The lines being put together, kept apart from the state above: a fork
+ * child writes that state (agent__log_redirect) before its HELLO, and with
+ * a line buffer between the two streams' fields it spanned two pages, each
+ * a copy-on-write fault of ~3 us here. */
+static char line[2][PROTO_LOG_LINE_MAX];
 
 bool agent__log_active(void)
 {
@@ -160,18 +165,18 @@ static void feed(int i, const char *p, size_t n)
         if (s->truncating) {
             s->dropped += take + (nl ? 1 : 0);
         } else {
-            size_t room = sizeof(s->line) - s->used;
+            size_t room = sizeof(line[i]) - s->used;
             size_t keep = take < room ? take : room;
-            memcpy(s->line + s->used, p, keep);
+            memcpy(line[i] + s->used, p, keep);
             s->used += keep;
             if (take > keep) {
                 /* Over PROTO_LOG_LINE_MAX: forward the head, drop the rest. */
-                emit(i, s->line, s->used, s->used);
+                emit(i, line[i], s->used, s->used);
                 s->dropped += take - keep + (nl ? 1 : 0);
                 s->used = 0;
                 s->truncating = true;
             } else if (nl) {
-                emit(i, s->line, s->used, s->used + 1);
+                emit(i, line[i], s->used, s->used + 1);
                 s->used = 0;
             }
         }
@@ -208,7 +213,7 @@ void agent__log_drain(bool end_of_call)
         if (!end_of_call)
             continue;
         if (s->used > 0) {
-            emit(i, s->line, s->used, s->used);
+            emit(i, line[i], s->used, s->used);
             s->used = 0;
         }
         if (s->dropped > 0) {
