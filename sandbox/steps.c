@@ -328,6 +328,31 @@ static void on_forked(struct sandbox *zygote, int status, struct sandbox__frame 
     cb(zygote, status, pidfd, ns_pid, d);
 }
 
+/* Send an empty frame of @type and @id with @fds (taken), once its answer
+ * is expected (@w, for step @s): on failure the wait is withdrawn and @s
+ * freed. */
+static int send_empty(struct sandbox *sb, uint16_t type, uint32_t id, int *fds, int n_fds,
+                      struct sandbox__wait *w, struct step *s)
+{
+    struct proto_buf b;
+    proto_buf_init(&b);
+    int r = proto_buf_begin(&b, type, id);
+    if (r == 0)
+        r = proto_buf_finish(&b);
+    if (r == 0) {
+        r = sandbox__send(sb, &b, fds, n_fds);
+    } else {
+        for (int i = 0; i < n_fds; i++)
+            close(fds[i]);
+        proto_buf_free(&b);
+    }
+    if (r < 0) {
+        unexpect(sb, w);
+        free(s);
+    }
+    return r;
+}
+
 int sandbox__fork_send(struct sandbox *zygote, int *fds, int n_fds, sandbox__forked_cb cb,
                        void *data)
 {
@@ -348,24 +373,7 @@ int sandbox__fork_send(struct sandbox *zygote, int *fds, int n_fds, sandbox__for
         free(s);
         return r;
     }
-    struct proto_buf b;
-    proto_buf_init(&b);
-    r = proto_buf_begin(&b, PROTO_FORK, tag);
-    if (r == 0)
-        r = proto_buf_finish(&b);
-    if (r == 0)
-        r = sandbox__send(zygote, &b, fds, n_fds);
-    else {
-        for (int i = 0; i < n_fds; i++)
-            close(fds[i]);
-        proto_buf_free(&b);
-    }
-    if (r < 0) {
-        unexpect(zygote, w);
-        free(s);
-        return r;
-    }
-    return 0;
+    return send_empty(zygote, PROTO_FORK, tag, fds, n_fds, w, s);
 }
 
 static void on_step_done(struct sandbox *sb, int status, struct sandbox__frame *f, void *data)
@@ -402,24 +410,7 @@ static int step_send(struct sandbox *sb, uint16_t type, uint16_t reply, const ch
         return r;
     }
     s->what = what;
-    struct proto_buf b;
-    proto_buf_init(&b);
-    r = proto_buf_begin(&b, type, 0);
-    if (r == 0)
-        r = proto_buf_finish(&b);
-    if (r == 0) {
-        r = sandbox__send(sb, &b, fds, n_fds);
-    } else {
-        for (int i = 0; i < n_fds; i++)
-            close(fds[i]);
-        proto_buf_free(&b);
-    }
-    if (r < 0) {
-        unexpect(sb, w);
-        free(s);
-        return r;
-    }
-    return 0;
+    return send_empty(sb, type, 0, fds, n_fds, w, s);
 }
 
 int sandbox__reset_send(struct sandbox *sb, sandbox__status_cb cb, void *data)
