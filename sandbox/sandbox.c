@@ -21,13 +21,15 @@
 #include "common/clock.h"
 #include "common/log.h"
 
-/* One call in flight. */
+/* One call in flight: running in the sandbox, or sent ahead and waiting
+ * there behind the running ones (!started). */
 struct sandbox__inflight {
     TAILQ_ENTRY(sandbox__inflight) link;
     struct sandbox *sb;
     uint32_t id;
     uint32_t timeout_ms;
-    uint64_t sent_ns;
+    bool started;
+    uint64_t sent_ns, started_ns;
     sandbox_result_cb cb;
     void *data;
     uv_timer_t timer;
@@ -656,36 +658,94 @@ static void on_call_closed(uv_handle_t *h)
     sandbox__maybe_free(sb);
 }
 
-/* Take @c out of the table and give its owner @res. */
-static void call_complete(struct sandbox *sb, struct sandbox__inflight *c,
-                          struct sandbox_result *res)
+static void on_call_timeout(uv_timer_t *t);
+
+static void call_start(struct sandbox *sb, struct sandbox__inflight *c, uint64_t now)
 {
+    c->started = true;
+    c->started_ns = now;
+    sb->n_started++;
+    uv_timer_start(&c->timer, on_call_timeout, c->timeout_ms, 0);
+}
+
+/* Calls sent ahead start, in order, as running ones make room. The agent
+ * (or monitor) runs them in the order they came, so the oldest waiting one
+ * is the one that starts. */
+static void start_waiting(struct sandbox *sb)
+{
+    uint32_t limit = sb->concurrency ? sb->concurrency : 1;
+    struct sandbox__inflight *c;
+    uint64_t now = 0;
+    TAILQ_FOREACH(c, &sb->calls, link)
+    {
+        if (sb->n_started >= limit || sb->starts_closed)
+            return;
+        if (!c->started) {
+            if (!now)
+                now = ember_now_ns();
+            call_start(sb, c, now);
+        }
+    }
+}
+
+/* Take @c out of the table and give its owner @res; with @next, a call
+ * waiting behind it starts (not when the sandbox is dying). */
+static void call_complete(struct sandbox *sb, struct sandbox__inflight *c,
+                          struct sandbox_result *res, bool next)
+{
+    uint64_t now = ember_now_ns();
     TAILQ_REMOVE(&sb->calls, c, link);
     sb->n_calls--;
+    if (c->started)
+        sb->n_started--;
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_call_closed);
-    res->run_ns = ember_now_ns() - c->sent_ns;
+    res->run_ns = c->started ? now - c->started_ns : 0;
+    res->pending_ns = (c->started ? c->started_ns : now) - c->sent_ns;
+    if (next)
+        start_waiting(sb);
     c->cb(sb, res, c->data);
 }
 
 static void call_fail(struct sandbox *sb, struct sandbox__inflight *c, enum sandbox_error error,
-                      const char *detail)
+                      const char *detail, bool next)
 {
     struct sandbox_result res;
     memset(&res, 0, sizeof(res));
     res.error = error;
     res.status = sandbox_error_http_status(error);
+    res.unstarted = !c->started;
     snprintf(res.detail, sizeof(res.detail), "%s", detail);
-    call_complete(sb, c, &res);
+    call_complete(sb, c, &res, next);
 }
 
-/* Fail every call in flight. A callback may destroy the sandbox, which
- * fails the rest itself: take one at a time from the head. */
+/* Fail every call in flight (the waiting ones as unstarted). A callback
+ * may destroy the sandbox, which fails the rest itself: take one at a time
+ * from the head. */
 static void complete_calls(struct sandbox *sb, enum sandbox_error error, const char *detail)
 {
+    sb->starts_closed = true;
     struct sandbox__inflight *c;
     while ((c = TAILQ_FIRST(&sb->calls)))
-        call_fail(sb, c, error, detail);
+        call_fail(sb, c, error, detail, false);
+}
+
+/* The instance is dying of a call's crash: what waited behind that call
+ * never started, and never will. */
+static void fail_waiting(struct sandbox *sb)
+{
+    sb->starts_closed = true;
+    while (!sb->destroyed) { /* (destroy fails the rest itself) */
+        struct sandbox__inflight *c;
+        TAILQ_FOREACH(c, &sb->calls, link)
+        {
+            if (!c->started)
+                break;
+        }
+        if (!c)
+            return;
+        call_fail(sb, c, SANDBOX_ERR_GONE, "the instance died before the call started", false);
+    }
 }
 
 void sandbox__on_response(struct sandbox *sb, const struct proto_hdr *h, const uint8_t *payload)
@@ -719,7 +779,7 @@ void sandbox__on_response(struct sandbox *sb, const struct proto_hdr *h, const u
         /* Well-formed, only too big: the call fails, the sandbox lives. */
         char detail[96];
         snprintf(detail, sizeof(detail), "response body over %u bytes", SANDBOX_RESPONSE_MAX);
-        call_fail(sb, c, SANDBOX_ERR_TOO_LARGE, detail);
+        call_fail(sb, c, SANDBOX_ERR_TOO_LARGE, detail, true);
         return;
     }
     struct sandbox_result res;
@@ -730,7 +790,7 @@ void sandbox__on_response(struct sandbox *sb, const struct proto_hdr *h, const u
     res.n_headers = pr.n_headers;
     res.body = pr.body.p;
     res.body_len = pr.body.len;
-    call_complete(sb, c, &res);
+    call_complete(sb, c, &res, true);
 }
 
 void sandbox__on_failed(struct sandbox *sb, const struct proto_hdr *h, const uint8_t *payload)
@@ -768,8 +828,19 @@ void sandbox__on_failed(struct sandbox *sb, const struct proto_hdr *h, const uin
          * the message also explains the process's own death if it follows. */
         fallback = "crashed";
         snprintf(sb->crash_detail, sizeof(sb->crash_detail), "%s", msg[0] ? msg : fallback);
-        if (oom_seen(sb)) {
-            call_fail(sb, c, SANDBOX_ERR_OOM, "out of memory");
+        bool oom = oom_seen(sb);
+        if (sb->crash_fatal) {
+            /* Nothing after this call will run: what waits behind it can
+             * go elsewhere now, not when the death is noticed. */
+            sandbox__hold(sb);
+            call_fail(sb, c, oom ? SANDBOX_ERR_OOM : SANDBOX_ERR_CRASH,
+                      oom ? "out of memory" : sb->crash_detail, false);
+            fail_waiting(sb);
+            sandbox__release(sb);
+            return;
+        }
+        if (oom) {
+            call_fail(sb, c, SANDBOX_ERR_OOM, "out of memory", true);
             return;
         }
         error = SANDBOX_ERR_CRASH;
@@ -782,7 +853,7 @@ void sandbox__on_failed(struct sandbox *sb, const struct proto_hdr *h, const uin
         sandbox__bad_frame(sb, "FAILED with unknown reason %" PRIu32, m.reason);
         return;
     }
-    call_fail(sb, c, error, msg[0] ? msg : fallback);
+    call_fail(sb, c, error, msg[0] ? msg : fallback, true);
 }
 
 static void on_call_timeout(uv_timer_t *t)
@@ -799,13 +870,14 @@ int sandbox__invoke(struct sandbox *sb, const struct sandbox_call *call, sandbox
 {
     if (sb->destroyed)
         return -EINVAL;
-    if (!sandbox__alive(sb) || !sb->chan_open)
+    if (!sandbox__alive(sb) || !sb->chan_open || sb->starts_closed)
         return -ESRCH;
     if (sb->role != SANDBOX_ROLE_INSTANCE || sb->failed)
         return -EINVAL;
     if (sb->op != SANDBOX__OP_NONE)
         return -EBUSY;
-    if (sb->n_calls >= (sb->concurrency ? sb->concurrency : 1))
+    uint32_t limit = sb->concurrency ? sb->concurrency : 1;
+    if (sb->n_calls >= limit + SANDBOX_PIPELINE_DEPTH)
         return -EBUSY;
     if (find_call(sb, call->id))
         return -EEXIST;
@@ -867,11 +939,14 @@ int sandbox__invoke(struct sandbox *sb, const struct sandbox_call *call, sandbox
      * away leaves the call to the death handler, which completes it. */
     TAILQ_INSERT_TAIL(&sb->calls, c, link);
     sb->n_calls++;
-    uv_timer_start(&c->timer, on_call_timeout, c->timeout_ms, 0);
+    if (sb->n_started < limit)
+        call_start(sb, c, c->sent_ns);
     r = sandbox__send(sb, &b, NULL, 0);
     if (r < 0) {
         TAILQ_REMOVE(&sb->calls, c, link);
         sb->n_calls--;
+        if (c->started)
+            sb->n_started--;
         uv_timer_stop(&c->timer);
         uv_close((uv_handle_t *)&c->timer, on_call_closed);
         return r;
@@ -980,6 +1055,7 @@ int sandbox_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sand
     sb->memory_mb = m->memory_mb;
     sb->timeout_ms = m->timeout_ms;
     sb->concurrency = m->concurrency ? m->concurrency : 1;
+    sb->crash_fatal = m->runtime != MANIFEST_RUNTIME_EXEC;
     sb->serves = spec->serve;
     sb->op = SANDBOX__OP_SPECIALIZE;
     sb->op_cb = cb;
@@ -991,6 +1067,7 @@ int sandbox_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sand
         sb->memory_mb = 0;
         sb->timeout_ms = 0;
         sb->concurrency = 1;
+        sb->crash_fatal = false;
         sb->serves = false;
     }
     return r;
@@ -1018,6 +1095,7 @@ int sandbox_fork(struct sandbox *zygote, struct sandbox **out, sandbox_done_cb c
     child->memory_mb = zygote->memory_mb;
     child->timeout_ms = zygote->timeout_ms;
     child->concurrency = zygote->concurrency;
+    child->crash_fatal = zygote->crash_fatal;
     child->init_ns = zygote->init_ns;
     link_child(zygote, child);
     child->op = SANDBOX__OP_FORK;

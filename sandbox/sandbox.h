@@ -69,6 +69,7 @@ enum sandbox_error {
 };
 
 #define SANDBOX_RESPONSE_MAX (6u << 20) /* bytes of one response body */
+#define SANDBOX_PIPELINE_DEPTH 4        /* calls sent ahead beyond concurrency */
 
 /** Daemon-wide settings a backend needs; filled by emberd from flags/config. */
 struct sandbox_config {
@@ -132,7 +133,13 @@ struct sandbox_result {
     size_t n_headers;
     const void *body;
     size_t body_len;
-    uint64_t run_ns;           /* invoke sent -> answer received */
+    uint64_t run_ns;           /* the call started -> answer received */
+    uint64_t pending_ns;       /* sent ahead of its start (see sandbox_invoke):
+                                  how long it waited behind the instance's calls */
+    bool unstarted;            /* failed before it started: the instance died or
+                                  went while the call waited behind others, so
+                                  no code of the function saw it; it may run
+                                  elsewhere */
 };
 
 /** Memory and OOM facts read from the sandbox's cgroup. */
@@ -215,10 +222,15 @@ int sandbox_fork(struct sandbox *zygote, struct sandbox **out, sandbox_done_cb c
 /** -ENOTSUP if the backend cannot reset. */
 int sandbox_reset(struct sandbox *sb, sandbox_done_cb cb, void *data);
 /** One call at a time per instance unless the manifest's concurrency allows
- *  more (the core multiplexes by call->id). call->timeout_ms 0 means the
- *  manifest's. 0, or -ESRCH (dead), -EBUSY (concurrency reached), -EEXIST
- *  (id in flight), -EINVAL (not an instance), -E2BIG / -EMSGSIZE (request
- *  too big); on error @cb is not called. */
+ *  more (the core multiplexes by call->id). Up to SANDBOX_PIPELINE_DEPTH
+ *  calls more may be sent ahead: they wait in the sandbox, in order, and
+ *  start (their timeout and run time count from then) as running calls
+ *  answer, so the instance goes from one call to the next without waiting
+ *  for emberd. If the instance dies or goes first, they fail with
+ *  res->unstarted set. call->timeout_ms 0 means the manifest's. 0, or
+ *  -ESRCH (dead), -EBUSY (concurrency and pipeline full), -EEXIST (id in
+ *  flight), -EINVAL (not an instance), -E2BIG / -EMSGSIZE (request too
+ *  big); on error @cb is not called. */
 int sandbox_invoke(struct sandbox *sb, const struct sandbox_call *call, sandbox_result_cb cb,
                    void *data);
 int sandbox_stats(struct sandbox *sb, struct sandbox_stats *out);

@@ -188,6 +188,9 @@ struct sandbox {
     uint32_t memory_mb;
     uint32_t timeout_ms;
     uint32_t concurrency;
+    bool crash_fatal;       /* a call's crash is the instance's death (the
+                               function runs in the agent's or VM's process,
+                               not in an exec child) */
     struct sandbox *zygote; /* the zygote an instance was forked from,
                                NULL once that zygote is destroyed */
     void *priv;             /* the backend's */
@@ -245,8 +248,10 @@ struct sandbox {
     bool have_oom_base;     /* (a backend that knows, e.g. a fork into a new
                                cgroup, sets it and saves the core a read) */
 
-    TAILQ_HEAD(, sandbox__inflight) calls;
+    TAILQ_HEAD(, sandbox__inflight) calls; /* in the order sent */
     uint32_t n_calls;
+    uint32_t n_started;     /* the rest wait in the sandbox behind them */
+    bool starts_closed;     /* dying: no waiting call will start */
     TAILQ_HEAD(, sandbox__wait) waits;
 
     unsigned handles; /* initialized handles not yet closed */

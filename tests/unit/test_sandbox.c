@@ -659,7 +659,8 @@ struct result_rec {
     char header[64];
     size_t body_len;
     char body[64];
-    uint64_t run_ns;
+    uint64_t run_ns, pending_ns;
+    bool unstarted;
 };
 
 static void on_result(struct sandbox *sb, const struct sandbox_result *res, void *data)
@@ -677,6 +678,8 @@ static void on_result(struct sandbox *sb, const struct sandbox_result *res, void
     snprintf(r->body, sizeof(r->body), "%.*s", (int)(res->body_len < 63 ? res->body_len : 63),
              (const char *)res->body);
     r->run_ns = res->run_ns;
+    r->unstarted = res->unstarted;
+    r->pending_ns = res->pending_ns;
 }
 
 static int invoke(struct sandbox *sb, uint32_t id, const char *path, uint32_t timeout_ms,
@@ -941,6 +944,57 @@ Test(sandbox, crash_frame_and_oom)
     sandbox_destroy(z);
 }
 
+/* A call sent ahead waits behind the running one: its timeout starts
+ * when it does, and if the instance dies first it comes back unstarted. */
+Test(sandbox, calls_sent_ahead)
+{
+    struct sandbox *z = make_zygote();
+    struct exit_rec ex = {0};
+
+    /* the fake agent answers the held call 1, then call 2; each starts
+     * when the one before it answers */
+    struct sandbox *in = make_instance(z, &ex);
+    struct result_rec a = {0}, b = {0}, c = {0};
+    cr_assert_eq(invoke(in, 1, "/hold", 0, &a), 0);
+    cr_assert_eq(invoke(in, 2, "/release", 0, &b), 0, "sent ahead");
+    cr_assert(spin(&b.count, 1, 5000));
+    cr_assert_eq(a.count, 1);
+    cr_assert_str_eq(a.body, "id:1");
+    cr_assert_str_eq(b.body, "id:2");
+    cr_assert_eq(b.error, SANDBOX_OK);
+    cr_assert_not(b.unstarted);
+    cr_assert_gt(b.pending_ns, 0, "it waited behind call 1");
+
+    /* a 20 ms timeout that has not started cannot fire: the running call's
+     * 100 ms one does, and the waiting call comes back unstarted */
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    cr_assert_eq(invoke(in, 4, "/sleep", 100, &a), 0);
+    cr_assert_eq(invoke(in, 5, "/hold", 20, &b), 0);
+    cr_assert(spin(&b.count, 1, 5000));
+    cr_assert_eq(a.count, 1);
+    cr_assert_eq(a.error, SANDBOX_ERR_TIMEOUT);
+    cr_assert_str_eq(a.detail, "timed out after 100 ms");
+    cr_assert_not(a.unstarted);
+    cr_assert(b.unstarted, "%s", b.detail);
+    cr_assert_eq(invoke(in, 6, "/echo", 0, &c), -ESRCH);
+    sandbox_destroy(in);
+
+    /* a native call's crash frame: the instance is dying, so what waits
+     * behind the call comes back at once */
+    in = make_instance(z, &ex);
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    cr_assert_eq(invoke(in, 1, "/crashframe", 0, &a), 0);
+    cr_assert_eq(invoke(in, 2, "/echo", 0, &b), 0);
+    cr_assert(spin(&b.count, 1, 5000));
+    cr_assert_eq(a.error, SANDBOX_ERR_CRASH);
+    cr_assert(b.unstarted);
+    cr_assert_eq(b.error, SANDBOX_ERR_GONE);
+    sandbox_destroy(in);
+    sandbox_destroy(z);
+}
+
 Test(sandbox, destroy_with_pending_call_is_gone)
 {
     struct sandbox *z = make_zygote();
@@ -989,13 +1043,21 @@ Test(sandbox, concurrent_calls_match_by_id)
     cr_assert_eq(invoke(in, 11, "/hold", 0, &r4), -EEXIST, "ids are unique in flight");
     cr_assert_eq(invoke(in, 12, "/hold", 0, &r2), 0);
     cr_assert_eq(invoke(in, 13, "/release", 0, &r3), 0);
-    cr_assert_eq(invoke(in, 14, "/echo", 0, &r4), -EBUSY, "over the manifest's concurrency");
+    struct result_rec ahead[SANDBOX_PIPELINE_DEPTH] = {0};
+    for (uint32_t i = 0; i < SANDBOX_PIPELINE_DEPTH; i++)
+        cr_assert_eq(invoke(in, 100 + i, "/echo", 0, &ahead[i]), 0, "sent ahead");
+    cr_assert_eq(invoke(in, 14, "/echo", 0, &r4), -EBUSY,
+                 "over the manifest's concurrency and SANDBOX_PIPELINE_DEPTH");
     cr_assert(spin(&r1.count, 1, 5000));
     cr_assert(spin(&r3.count, 1, 5000));
     cr_assert(spin(&r2.count, 1, 5000));
     cr_assert_str_eq(r1.body, "id:11");
     cr_assert_str_eq(r2.body, "id:12");
     cr_assert_str_eq(r3.body, "id:13");
+    for (uint32_t i = 0; i < SANDBOX_PIPELINE_DEPTH; i++) {
+        cr_assert(spin(&ahead[i].count, 1, 5000));
+        cr_assert_eq(ahead[i].error, SANDBOX_OK);
+    }
     cr_assert_eq(invoke(in, 14, "/echo", 0, &r4), 0);
     cr_assert(spin(&r4.count, 1, 5000));
 
