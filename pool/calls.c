@@ -57,6 +57,7 @@ static void call_complete(struct pool_call *c, struct pool_result *res)
     res->invocation_id = c->id;
     res->acquire = c->acquire;
     res->queue_ns = c->t_dequeue > c->t_arrive ? c->t_dequeue - c->t_arrive : 0;
+    res->queue_ns += c->pending_ns; /* a call sent ahead waited in the instance */
     if (res->acquired) {
         res->acquire_ns = c->t_acquired > c->t_dequeue ? c->t_acquired - c->t_dequeue : 0;
         res->init_ns = c->init_ns;
@@ -121,10 +122,46 @@ void pool__call_finish_error(struct pool_call *c, int http_status, enum sandbox_
     call_complete(c, &res);
 }
 
+/* A call sent ahead came back unstarted (its instance died, or went, while
+ * the call waited behind another): no code of the function saw it, so it
+ * goes back to the queue, in its place by arrival, once. */
+static bool requeue_unstarted(struct pool_call *c, const struct sandbox_result *sres)
+{
+    struct pool *p = c->pool;
+    struct pool_fn *fn = c->fn;
+    if (sres->error == SANDBOX_OK || !sres->unstarted || c->requeued || p->draining || fn->removed)
+        return false;
+    c->requeued = true;
+    c->psb = NULL;
+    c->pending_ns += sres->pending_ns;
+    c->t_dequeue = c->t_acquired = 0;
+    if (!c->deadline_ns)
+        c->deadline_ns = c->t_arrive + pool__fn_queue_timeout_ms(p, fn) * 1000000ull;
+    /* in arrival order, ahead of every call that came after it */
+    struct list *pos = fn->queue.next;
+    while (pos != &fn->queue && list_entry(pos, struct pool_call, link)->id < c->id)
+        pos = pos->next;
+    list_insert_tail(pos, &c->link); /* (before pos) */
+    c->queued = true;
+    fn->queue_len++;
+    fn->requeued++;
+    pool__kick(p);
+    return true;
+}
+
 static void on_call_result(struct sandbox *sb, const struct sandbox_result *sres, void *data)
 {
     struct pool_call *c = data;
     struct pool_sb *inst = c->psb;
+
+    if (requeue_unstarted(c, sres)) {
+        inst->inflight--;
+        inst->retiring = true; /* it is dying or going */
+        if (!inst->destroying && inst->inflight == 0)
+            pool__instance_release(inst);
+        return;
+    }
+    c->pending_ns += sres->pending_ns;
 
     struct pool_result res = {
         .http_status = sres->error == SANDBOX_OK ? sres->status
@@ -174,6 +211,81 @@ void pool__instance_run(struct pool_sb *inst, struct pool_call *c)
         if (inst->inflight == 0)
             pool__psb_destroy(inst);
     }
+}
+
+/*
+ * Sending a call ahead. A call that finds every instance busy and is going
+ * to wait for one (worth_waiting) can wait inside a busy instance instead
+ * of in the queue: the instance (its agent, or the VM's monitor) then goes
+ * from its call to the next without sleeping until emberd has read the
+ * answer and sent another, which for short calls is most of what a call
+ * costs the machine (two wake-ups and a context switch each way).
+ *
+ * The price is that the call is bound to that instance: it cannot go to
+ * another one that frees up first. So a call goes ahead only where it
+ * should start soon: calls of the function take (ewma) less than
+ * "scale_out_wait_us", the instance finished a call within that time (it
+ * is not stuck in a long one), it has no call waiting ahead yet
+ * (SANDBOX_PIPELINE_DEPTH), and it will not be recycled (max calls) before
+ * it gets to the call. The call's timeout and run time start when it does;
+ * its wait in the instance counts as queue time. If the instance dies or
+ * goes first, the call comes back to the queue unstarted (requeue_unstarted).
+ */
+static bool ahead_ok(struct pool *p, struct pool_fn *fn, struct pool_sb *inst, uint64_t now)
+{
+    uint64_t limit = pool__fn_scale_out_wait_us(p, fn) * 1000ull;
+    uint64_t max_calls = pool__fn_max_calls(p, fn);
+    uint32_t cap = pool__fn_capacity(fn);
+    if (limit == 0 || fn->run_ewma_ns == 0 || fn->rec->manifest.fresh_per_call)
+        return false;
+    if (inst->rec != fn->rec || inst->retiring || inst->reserved || inst->state != PSB_BUSY ||
+        inst->inflight < cap || inst->inflight >= cap + SANDBOX_PIPELINE_DEPTH)
+        return false;
+    /* it should start within the limit: after the calls ahead of it */
+    if ((inst->inflight - cap + 1) * fn->run_ewma_ns >= limit)
+        return false;
+    if (max_calls && inst->calls + inst->inflight >= max_calls)
+        return false;
+    return now - inst->last_used_ns < limit;
+}
+
+static void run_ahead(struct pool_sb *inst, struct pool_call *c)
+{
+    c->acquire = POOL_ACQUIRE_WARM;
+    inst->fn->sent_ahead++;
+    pool__instance_run(inst, c);
+}
+
+void pool__send_ahead(struct pool_sb *inst)
+{
+    struct pool_fn *fn = inst->fn;
+    uint64_t now = ember_now_ns();
+    while (!list_empty(&fn->queue)) {
+        struct pool_call *c = list_entry(fn->queue.next, struct pool_call, link);
+        if (c->requeued || !ahead_ok(inst->pool, fn, inst, now))
+            return;
+        list_remove(&c->link);
+        c->queued = false;
+        fn->queue_len--;
+        run_ahead(inst, c);
+    }
+}
+
+/* A busy instance @c may wait in: the one whose call started longest ago,
+ * which should be the first to get to it. */
+static struct pool_sb *find_ahead(struct pool *p, struct pool_fn *fn, struct pool_call *c)
+{
+    if (c->requeued)
+        return NULL;
+    uint64_t now = ember_now_ns();
+    struct pool_sb *best = NULL;
+    struct list *pos;
+    for (pos = fn->instances.next; pos != &fn->instances; pos = pos->next) {
+        struct pool_sb *inst = list_entry(pos, struct pool_sb, link);
+        if (ahead_ok(p, fn, inst, now) && (!best || inst->last_used_ns < best->last_used_ns))
+            best = inst;
+    }
+    return best;
 }
 
 /* Find an idle (or not full) instance of the current version, most recently
@@ -252,8 +364,13 @@ static bool call_place(struct pool *p, struct pool_fn *fn, struct pool_call *c)
         pool__instance_run(warm, c);
         return true;
     }
-    if (worth_waiting(p, fn, c))
-        return false;
+    if (worth_waiting(p, fn, c)) {
+        struct pool_sb *busy = find_ahead(p, fn, c);
+        if (!busy)
+            return false;
+        run_ahead(busy, c);
+        return true;
+    }
     if (fn->n_instances >= pool__fn_max_instances(p, fn))
         return false;
     if (!pool__make_room(p, pool__fn_memory(fn->rec)))

@@ -245,6 +245,8 @@ void pool__instance_release(struct pool_sb *inst)
         c->acquire = POOL_ACQUIRE_WARM;
         pool__instance_run(inst, c);
     }
+    if (!list_empty(&fn->queue))
+        pool__send_ahead(inst);
     if (inst->inflight == 0)
         instance_make_idle(inst);
 }

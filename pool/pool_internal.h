@@ -108,6 +108,8 @@ struct pool_fn {
 
     /* counters */
     uint64_t calls, errors, acquired[POOL_ACQUIRE_COUNT], timeouts, ooms, crashes, rejected;
+    uint64_t sent_ahead;             /* calls sent to a busy instance to wait there */
+    uint64_t requeued;               /* ...and back to the queue: their instance died first */
     struct pool_hist acquire_hist, run_hist, queue_hist;
     struct pool_log log;
 };
@@ -126,9 +128,12 @@ struct pool_call {
     uint64_t t_arrive, t_dequeue, t_acquired;
     uint64_t deadline_ns;            /* queue timeout */
     uint64_t init_ns;
+    uint64_t pending_ns;             /* sent ahead: waited in the instance */
     enum pool_acquire acquire;
     struct pool_sb *psb;             /* instance running it */
     bool acquiring;                  /* counted in pool->acquiring */
+    bool requeued;                   /* back from an instance unstarted: it
+                                        is not sent ahead a second time */
 };
 
 struct pool {
@@ -222,6 +227,9 @@ void pool__call_finish_error(struct pool_call *c, int http_status, enum sandbox_
                              const char *error_name, const char *detail);
 /** Run call @c on @inst, which has room for it. */
 void pool__instance_run(struct pool_sb *inst, struct pool_call *c);
+/** @inst is busy and the queue is not empty: send it the queue's next call
+ *  to wait in the instance, if the rule for that allows (calls.c). */
+void pool__send_ahead(struct pool_sb *inst);
 /** Place what the queues hold; with @zygotes also make the zygotes functions want. */
 void pool__dispatch_all(struct pool *p, bool zygotes);
 

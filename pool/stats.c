@@ -4,6 +4,7 @@
 
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,8 @@ json_t *pool_function_json(struct pool *p, const char *name)
     json_object_set_new(o, "out_of_memory", json_integer(fn ? (json_int_t)fn->ooms : 0));
     json_object_set_new(o, "crashes", json_integer(fn ? (json_int_t)fn->crashes : 0));
     json_object_set_new(o, "rejected", json_integer(fn ? (json_int_t)fn->rejected : 0));
+    json_object_set_new(o, "sent_ahead", json_integer(fn ? (json_int_t)fn->sent_ahead : 0));
+    json_object_set_new(o, "requeued", json_integer(fn ? (json_int_t)fn->requeued : 0));
     json_t *acq = json_object();
     for (int a = 0; a < POOL_ACQUIRE_COUNT; a++)
         json_object_set_new(acq, pool_acquire_name((enum pool_acquire)a),
@@ -214,24 +217,32 @@ static void hist_write(struct pool_textbuf *b, const char *metric, const char *l
     }
 }
 
+/* One counter per function: the uint64_t at @field of struct pool_fn. */
+static void fn_counter(struct pool *p, struct pool_textbuf *b, const char *metric, const char *help,
+                       size_t field)
+{
+    pool_textbuf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", metric, help, metric);
+    for (struct list *pos = p->functions.next; pos != &p->functions; pos = pos->next) {
+        const struct pool_fn *fn = list_entry(pos, struct pool_fn, link);
+        uint64_t v;
+        memcpy(&v, (const char *)fn + field, sizeof(v));
+        pool_textbuf_printf(b, "%s{function=\"%s\"} %" PRIu64 "\n", metric, fn->name, v);
+    }
+}
+
 void pool_metrics_write(struct pool *p, struct pool_textbuf *b)
 {
     struct list *pos;
 
-    pool_textbuf_printf(b, "# HELP ember_invocations_total Invocations completed.\n"
-                           "# TYPE ember_invocations_total counter\n");
-    for (pos = p->functions.next; pos != &p->functions; pos = pos->next) {
-        struct pool_fn *fn = list_entry(pos, struct pool_fn, link);
-        pool_textbuf_printf(b, "ember_invocations_total{function=\"%s\"} %" PRIu64 "\n", fn->name,
-                            fn->calls);
-    }
-    pool_textbuf_printf(b, "# HELP ember_invocation_errors_total Invocations that failed.\n"
-                           "# TYPE ember_invocation_errors_total counter\n");
-    for (pos = p->functions.next; pos != &p->functions; pos = pos->next) {
-        struct pool_fn *fn = list_entry(pos, struct pool_fn, link);
-        pool_textbuf_printf(b, "ember_invocation_errors_total{function=\"%s\"} %" PRIu64 "\n",
-                            fn->name, fn->errors);
-    }
+    fn_counter(p, b, "ember_invocations_total", "Invocations completed.",
+               offsetof(struct pool_fn, calls));
+    fn_counter(p, b, "ember_invocation_errors_total", "Invocations that failed.",
+               offsetof(struct pool_fn, errors));
+    fn_counter(p, b, "ember_calls_sent_ahead_total", "Calls sent to a busy instance to wait there.",
+               offsetof(struct pool_fn, sent_ahead));
+    fn_counter(p, b, "ember_calls_requeued_total",
+               "Calls sent ahead that came back unstarted, to the queue.",
+               offsetof(struct pool_fn, requeued));
     pool_textbuf_printf(b, "# HELP ember_acquires_total How calls got their instance.\n"
                            "# TYPE ember_acquires_total counter\n");
     for (pos = p->functions.next; pos != &p->functions; pos = pos->next) {

@@ -1,5 +1,6 @@
 /* t_sleep - sleeps ?ms=N milliseconds (default 100), then answers
- * "slept N". For timeouts, queueing and concurrency. */
+ * "slept N" -- or, with &crash, dies of SIGSEGV. For timeouts, queueing,
+ * concurrency and calls that wait behind a dying one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,8 @@ int ember_handle(const ember_request *req, ember_response *res)
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0)
         ;
+    if (strstr(q, "crash"))
+        *(volatile int *)NULL = 1;
     char text[64];
     int n = snprintf(text, sizeof(text), "slept %ld", ms);
     ember_response_header(res, "Content-Type", "text/plain");
