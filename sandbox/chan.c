@@ -49,7 +49,19 @@ struct sandbox__out {
 
 /* ---- the channel: writing ---- */
 
+#define FLUSH_IOV 16 /* frames per sendmsg */
+
 static void on_chan_event(uv_poll_t *h, int status, int events);
+static void flush(struct sandbox *sb);
+
+static void on_flush_due(uv_prepare_t *h)
+{
+    struct sandbox *sb = h->data;
+    uv_prepare_stop(h);
+    sandbox__hold(sb);
+    flush(sb);
+    sandbox__release(sb);
+}
 
 static void out_free(struct sandbox__out *o)
 {
@@ -68,6 +80,13 @@ static void chan_update(struct sandbox *sb)
         sb->chan_events = want;
         uv_poll_start(&sb->chan_poll, want, on_chan_event);
     }
+}
+
+static void on_flush_closed(uv_handle_t *h)
+{
+    struct sandbox *sb = h->data;
+    sb->handles--;
+    sandbox__maybe_free(sb);
 }
 
 static void on_chan_closed(uv_handle_t *h)
@@ -96,6 +115,7 @@ void sandbox__chan_close(struct sandbox *sb)
     if (!sb->chan_open)
         return;
     sb->chan_open = false;
+    uv_close((uv_handle_t *)&sb->chan_flush, on_flush_closed);
     uv_close((uv_handle_t *)&sb->chan_poll, on_chan_closed);
 }
 
@@ -110,7 +130,9 @@ static void chan_lost(struct sandbox *sb, int err)
     sandbox__signal_kill(sb);
 }
 
-/* Write what is queued until the socket is full. */
+/* Write what is queued until the socket is full: as many frames per
+ * sendmsg as fit in its iovec (an instance's channel carries no fds; the
+ * frame that carries some goes alone, its fds on its first byte). */
 static void flush(struct sandbox *sb)
 {
     struct sandbox__out *o;
@@ -119,8 +141,8 @@ static void flush(struct sandbox *sb)
             struct cmsghdr align;
             char buf[CMSG_SPACE(sizeof(int) * PROTO_MAX_FDS)];
         } ctl;
-        struct iovec iov = {.iov_base = o->data + o->off, .iov_len = o->len - o->off};
-        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+        struct iovec iov[FLUSH_IOV];
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 0};
         if (o->off == 0 && o->n_fds > 0) {
             memset(&ctl, 0, sizeof(ctl));
             msg.msg_control = ctl.buf;
@@ -130,6 +152,12 @@ static void flush(struct sandbox *sb)
             c->cmsg_type = SCM_RIGHTS;
             c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)o->n_fds);
             memcpy(CMSG_DATA(c), o->fds, sizeof(int) * (size_t)o->n_fds);
+        }
+        for (struct sandbox__out *f = o; f && msg.msg_iovlen < FLUSH_IOV; f = TAILQ_NEXT(f, link)) {
+            if (f != o && f->n_fds > 0)
+                break;
+            iov[msg.msg_iovlen++] =
+                (struct iovec){.iov_base = f->data + f->off, .iov_len = f->len - f->off};
         }
         ssize_t n = sendmsg(sb->chan_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n < 0) {
@@ -150,16 +178,19 @@ static void flush(struct sandbox *sb)
             sandbox__signal_kill(sb);
             break;
         }
-        if (o->off == 0) {
-            /* The fds went with these bytes; our copies are done. */
-            for (int i = 0; i < o->n_fds; i++)
-                close(o->fds[i]);
-            o->n_fds = 0;
-        }
-        o->off += (size_t)n;
-        if (o->off == o->len) {
-            TAILQ_REMOVE(&sb->outq, o, link);
-            out_free(o);
+        /* The fds went with the first byte; our copies are done. */
+        for (int i = 0; i < o->n_fds; i++)
+            close(o->fds[i]);
+        o->n_fds = 0;
+        size_t left = (size_t)n;
+        while (left > 0 && (o = TAILQ_FIRST(&sb->outq))) {
+            size_t k = o->len - o->off < left ? o->len - o->off : left;
+            o->off += k;
+            left -= k;
+            if (o->off == o->len) {
+                TAILQ_REMOVE(&sb->outq, o, link);
+                out_free(o);
+            }
         }
     }
     chan_update(sb);
@@ -200,10 +231,13 @@ int sandbox__send(struct sandbox *sb, struct proto_buf *frame, int *fds, int n_f
     }
     bool was_empty = TAILQ_EMPTY(&sb->outq);
     TAILQ_INSERT_TAIL(&sb->outq, o, link);
-    /* Write at once when nothing is ahead; a failure here is handled as a
-     * lost channel (the frame was accepted). */
+    /* Written when this loop iteration is done with its events, before the
+     * loop waits again: the calls an iteration sends one instance go out
+     * in one sendmsg. (With frames already waiting for the socket to take
+     * them, the writable event writes this one too.) A failure then is
+     * handled as a lost channel: the frame was accepted. */
     if (was_empty)
-        flush(sb);
+        uv_prepare_start(&sb->chan_flush, on_flush_due);
     return 0;
 }
 
@@ -597,8 +631,10 @@ int sandbox__chan_attach(struct sandbox *sb, int chan_fd)
     }
     sb->chan_fd = steal_fd(&chan);
     sb->chan_poll.data = sb;
+    uv_prepare_init(sb->loop, &sb->chan_flush); /* (cannot fail) */
+    sb->chan_flush.data = sb;
     sb->chan_open = true;
-    sb->handles++;
+    sb->handles += 2;
     sb->chan_events = 0;
     chan_update(sb);
     return 0;

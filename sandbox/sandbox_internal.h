@@ -208,7 +208,8 @@ struct sandbox {
     /* the channel */
     int chan_fd;
     uv_poll_t chan_poll;
-    bool chan_open;  /* chan_poll initialized and not closing */
+    uv_prepare_t chan_flush; /* writes what the loop iteration queued */
+    bool chan_open;  /* chan_poll and chan_flush initialized and not closing */
     int chan_events; /* UV_READABLE | UV_WRITABLE currently asked */
     uint8_t rx_hdr_raw[PROTO_HDR_SIZE];
     size_t rx_hdr_got;
