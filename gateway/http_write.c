@@ -15,6 +15,7 @@
 #include "gateway/http_internal.h"
 
 #include "common/cleanup.h"
+#include "common/fmt.h"
 #include "common/log.h"
 
 #include <jansson.h>
@@ -139,19 +140,6 @@ static inline char *put(char *p, const char *s, size_t n)
 
 #define PUT_LIT(p, lit) put((p), (lit), sizeof(lit) - 1)
 
-static char *put_u64(char *p, uint64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
-}
-
 static inline size_t str_len(const char *s, size_t len)
 {
     return (len || !s) ? len : strlen(s);
@@ -201,7 +189,7 @@ static size_t build_head(struct http_server *s, char *out, int status,
     char *p = out;
     const char *reason = http_status_reason(status);
     p = PUT_LIT(p, "HTTP/1.1 ");
-    p = put_u64(p, (uint64_t)status);
+    p = fmt_u64(p, (uint64_t)status);
     *p++ = ' ';
     p = put(p, reason, strlen(reason));
     p = PUT_LIT(p, "\r\n");
@@ -222,7 +210,7 @@ static size_t build_head(struct http_server *s, char *out, int status,
     }
     if (content_length >= 0) {
         p = PUT_LIT(p, "Content-Length: ");
-        p = put_u64(p, (uint64_t)content_length);
+        p = fmt_u64(p, (uint64_t)content_length);
         p = PUT_LIT(p, "\r\n");
     }
     p = PUT_LIT(p, "Date: ");

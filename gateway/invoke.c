@@ -18,9 +18,12 @@
 #include <strings.h>
 
 #include "common/clock.h"
+#include "common/fmt.h"
 #include "common/list.h"
 
 /* A call made with ?async=1, kept for GET /v1/invocations/{id}. */
+#define TIMING_MAX 160 /* a Server-Timing value: 4 numbers of <= 20 characters */
+
 struct async_record {
     struct list link;
     struct api *api;
@@ -32,7 +35,7 @@ struct async_record {
     char *result;
     size_t result_len;
     bool truncated;
-    char timing[256];
+    char timing[TIMING_MAX];
     int64_t created_ms, finished_ms;
     /* owned copies of the call (the HTTP request is gone) */
     char *method, *path, *query;
@@ -64,30 +67,43 @@ static bool server_owned(const char *name, size_t len)
     return false;
 }
 
+/* "<boot id, 16 hex digits>-<sequence in hex>" */
 static void new_invocation_id(struct api *a, char out[48])
 {
-    snprintf(out, 48, "%016" PRIx64 "-%" PRIx64, a->boot_id, ++a->inv_seq);
+    char *p = fmt_hex64(out, a->boot_id, 16);
+    *p++ = '-';
+    p = fmt_hex64(p, ++a->inv_seq, 0);
+    *p = '\0';
 }
 
-/* Milliseconds with three decimals, by integers: this runs per call, and
- * printf's floating point showed in the warm path's profile. */
-#define MS3_FMT "%" PRIu64 ".%03" PRIu64
-#define MS3_ARG(ns) (((ns) + 500) / 1000000), ((((ns) + 500) / 1000) % 1000)
-
-static void format_timing(const struct pool_result *res, char *buf, size_t len)
+static char *put_str(char *p, const char *s)
 {
-    snprintf(buf, len,
-             "queue;dur=" MS3_FMT ", acquire;desc=\"%s\";dur=" MS3_FMT ", init;dur=" MS3_FMT
-             ", run;dur=" MS3_FMT,
-             MS3_ARG(res->queue_ns), res->acquired ? pool_acquire_name(res->acquire) : "none",
-             MS3_ARG(res->acquire_ns), MS3_ARG(res->init_ns), MS3_ARG(res->run_ns));
+    size_t n = strlen(s);
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/* The Server-Timing value; @buf holds TIMING_MAX bytes. */
+static void format_timing(const struct pool_result *res, char *buf)
+{
+    char *p = put_str(buf, "queue;dur=");
+    p = fmt_ms3(p, res->queue_ns);
+    p = put_str(p, ", acquire;desc=\"");
+    p = put_str(p, res->acquired ? pool_acquire_name(res->acquire) : "none");
+    p = put_str(p, "\";dur=");
+    p = fmt_ms3(p, res->acquire_ns);
+    p = put_str(p, ", init;dur=");
+    p = fmt_ms3(p, res->init_ns);
+    p = put_str(p, ", run;dur=");
+    p = fmt_ms3(p, res->run_ns);
+    *p = '\0';
 }
 
 static void on_invoke_result(const struct pool_result *res, void *data)
 {
     struct api_req *ar = data;
-    char timing[256], retry[16];
-    format_timing(res, timing, sizeof(timing));
+    char timing[TIMING_MAX], retry[16];
+    format_timing(res, timing);
 
     struct http_header base[3];
     size_t nb = 0;
@@ -226,7 +242,7 @@ static void on_async_result(const struct pool_result *res, void *data)
     r->done = true;
     r->http_status = res->http_status;
     r->finished_ms = ember_wall_ms();
-    format_timing(res, r->timing, sizeof(r->timing));
+    format_timing(res, r->timing);
     if (res->error_name) {
         r->error = strdup(res->error_name);
         r->detail = strdup(res->detail ? res->detail : "");

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/fmt.h"
 
 /* The largest frame anything may build: header plus the largest payload. */
 #define FRAME_MAX ((size_t)PROTO_HDR_SIZE + PROTO_MAX_PAYLOAD)
@@ -287,15 +288,7 @@ int proto_str_u32(struct proto_str s, uint32_t *out)
 
 size_t proto_u32_str(uint32_t v, char out[10])
 {
-    char tmp[10];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
+    return (size_t)(fmt_u64(out, v) - out);
 }
 
 /* ---- blocking I/O for the sandbox side ---- */
