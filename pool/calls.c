@@ -192,10 +192,11 @@ static void on_call_result(struct sandbox *sb, const struct sandbox_result *sres
 
 void pool__instance_run(struct pool_sb *inst, struct pool_call *c)
 {
+    uint64_t now = ember_now_ns();
     if (!c->t_dequeue)
-        c->t_dequeue = ember_now_ns();
+        c->t_dequeue = now;
     if (!c->t_acquired)
-        c->t_acquired = ember_now_ns();
+        c->t_acquired = now;
     pool__acquired_done(c);
     c->psb = inst;
     inst->inflight++;
