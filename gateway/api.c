@@ -53,7 +53,8 @@ void api__req_free(struct api_req *ar)
     if (ar->rec)
         store_record_unref(ar->rec);
     free(ar->buf);
-    free(ar->hdrs);
+    if (ar->hdrs != ar->hdrs_inline)
+        free(ar->hdrs);
     ar->api->pending--;
     free(ar);
 }

@@ -48,6 +48,10 @@ enum route {
     R_FN_URL,         /* /fn/{name}[/{path}] */
 };
 
+/* Headers of a call (and of its answer) kept without an allocation; more
+ * take one. */
+#define API_CALL_HEADERS_INLINE 16
+
 /* One request from on_request until its response is sent (api__req_free). */
 struct api_req {
     struct api *api;
@@ -72,8 +76,9 @@ struct api_req {
 
     /* invoke (invoke.c) */
     struct pool_ticket *ticket;
-    struct sandbox_header *hdrs;
+    struct sandbox_header *hdrs; /* hdrs_inline, or malloc()ed if more */
     size_t n_hdrs;
+    struct sandbox_header hdrs_inline[API_CALL_HEADERS_INLINE];
     const char *fn_path;
     char inv_id[48];
     bool async;

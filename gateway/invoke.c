@@ -122,7 +122,10 @@ static void on_invoke_result(const struct pool_result *res, void *data)
         return;
     }
 
-    struct http_header *hdrs = calloc(res->n_headers + nb, sizeof(*hdrs));
+    struct http_header inline_hdrs[API_CALL_HEADERS_INLINE];
+    struct http_header *hdrs = res->n_headers + nb <= API_CALL_HEADERS_INLINE
+                                   ? inline_hdrs
+                                   : calloc(res->n_headers + nb, sizeof(*hdrs));
     if (!hdrs) {
         api__finish_error(ar, 500, "internal error", "out of memory");
         return;
@@ -140,7 +143,8 @@ static void on_invoke_result(const struct pool_result *res, void *data)
     if (status < 100 || status > 599)
         status = 502;
     http_respond(ar->req, status, hdrs, n, res->body, res->body_len);
-    free(hdrs);
+    if (hdrs != inline_hdrs)
+        free(hdrs);
     api__req_free(ar);
 }
 
@@ -154,7 +158,9 @@ static void on_invoke_result(const struct pool_result *res, void *data)
 static int build_call_headers(struct api_req *ar)
 {
     struct http_request *req = ar->req;
-    ar->hdrs = calloc(req->n_headers + 1, sizeof(*ar->hdrs));
+    ar->hdrs = req->n_headers + 1 <= API_CALL_HEADERS_INLINE
+                   ? ar->hdrs_inline
+                   : calloc(req->n_headers + 1, sizeof(*ar->hdrs));
     if (!ar->hdrs)
         return -ENOMEM;
     size_t plen = strcspn(req->peer, " ");

@@ -5,6 +5,7 @@
  * Headers: X-Echo: 1, X-Echo-Method, X-Echo-Path, X-Echo-Query,
  * X-Echo-Body-Length, and X-Echo-Test / X-Echo-Content-Type copying the
  * request's X-Test and Content-Type when present.
+ * With X-Echo-Headers: N, N more: X-Echo-N-0: 0 ... X-Echo-N-<N-1>.
  * Status: the request's X-Set-Status (e.g. "404"), else 200.
  */
 #include <stdio.h>
@@ -38,6 +39,13 @@ int ember_handle(const ember_request *req, ember_response *res)
     if (v)
         ember_response_header(res, "X-Echo-Content-Type", v);
     ember_response_header(res, "Content-Type", "application/octet-stream");
+    v = ember_request_header(req, "X-Echo-Headers");
+    for (int i = 0, n = v ? atoi(v) : 0; i < n && i < 100; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "X-Echo-N-%d", i);
+        snprintf(num, sizeof(num), "%d", i);
+        ember_response_header(res, name, num);
+    }
 
     if (len > 0)
         return ember_response_write(res, body, len);

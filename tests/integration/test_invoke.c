@@ -96,6 +96,26 @@ Test(invoke, native_passthrough_and_warm)
     free(kind);
     resp_free(&r);
 
+    /* more headers each way than emberd keeps without an allocation */
+    char pads[24][32];
+    const char *many[28];
+    size_t k = 0;
+    for (int i = 0; i < 24; i++) {
+        snprintf(pads[i], sizeof(pads[i]), "X-Pad-%d: %d", i, i);
+        many[k++] = pads[i];
+    }
+    many[k++] = "X-Echo-Headers: 30";
+    many[k++] = "X-Test: last";
+    many[k] = NULL;
+    cr_assert_eq(call("/fn/echo/", many, "", &r), 200, "%s", r.body);
+    char *v = resp_header(&r, "X-Echo-Test");
+    cr_expect(v && strcmp(v, "last") == 0, "the 26th request header: %s", v ? v : "(none)");
+    free(v);
+    v = resp_header(&r, "X-Echo-N-29");
+    cr_expect(v && strcmp(v, "29") == 0, "the 37th response header: %s", v ? v : "(none)");
+    free(v);
+    resp_free(&r);
+
     /* the invoke route: POST, path "/" */
     cr_assert_eq(http_call(d.port, "POST", "/v1/functions/echo/invoke?q=1", NULL, "b", 1, &r), 0);
     cr_expect_eq(r.status, 200, "%s", r.body);
