@@ -365,18 +365,24 @@ int sandbox__park_send(struct sandbox *zygote, int *fds, int n_fds, sandbox__sta
 void sandbox__kill(struct sandbox *sb, enum sandbox_error error, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* ---- calls ---- */
+/* ---- calls (inflight.c) ---- */
 
 /**
  * The generic ops->invoke: encodes PROTO_INVOKE (copying everything of
- * @call), arms the call timer (call->timeout_ms; 0 = the function's),
- * matches the answer by call id. -EINVAL not an instance / failed /
- * destroyed, -ESRCH dead or killed, -EBUSY an op pending or concurrency
- * reached, -EEXIST call id already in flight, -E2BIG too many headers,
- * -EMSGSIZE request over PROTO_MAX_PAYLOAD. On error @cb is not called.
+ * @call), arms the call timer (call->timeout_ms; 0 = the function's) when
+ * the call starts, matches the answer by call id. -EINVAL not an instance /
+ * failed / destroyed, -ESRCH dead or killed, -EBUSY an op pending or
+ * concurrency and pipeline full, -EEXIST call id already in flight, -E2BIG
+ * too many headers, -EMSGSIZE request over PROTO_MAX_PAYLOAD. On error @cb
+ * is not called.
  */
 int sandbox__invoke(struct sandbox *sb, const struct sandbox_call *call, sandbox_result_cb cb,
                     void *data);
+/** Fail every call in flight with @error (those not started as unstarted);
+ *  no call starts after this. */
+void sandbox__complete_calls(struct sandbox *sb, enum sandbox_error error, const char *detail);
+/** Did the backend's stats count an OOM kill since the sandbox became ready? */
+bool sandbox__oom_seen(struct sandbox *sb);
 
 /* ---- lifetime ---- */
 
