@@ -465,11 +465,13 @@ bool proto_rxbuf_has_frame(const struct proto_rxbuf *rb)
 }
 
 int proto_recv_frame_buffered(int fd, struct proto_rxbuf *rb, struct proto_hdr *h,
-                              uint8_t **payload)
+                              uint8_t **payload, bool *borrowed)
 {
     int fds[PROTO_MAX_FDS];
     int n_fds = 0, r = 0;
     *payload = NULL;
+    if (borrowed)
+        *borrowed = false;
     while (rb->end - rb->start < PROTO_HDR_SIZE) {
         if (rb->start > 0) {
             memmove(rb->data, rb->data + rb->start, rb->end - rb->start);
@@ -487,6 +489,13 @@ int proto_recv_frame_buffered(int fd, struct proto_rxbuf *rb, struct proto_hdr *
     if (r < 0)
         return r;
     rb->start += PROTO_HDR_SIZE;
+    if (borrowed && rb->end - rb->start >= h->len) {
+        /* all there: lend it, valid until the next read into @rb */
+        *payload = rb->data + rb->start;
+        rb->start += h->len;
+        *borrowed = true;
+        return 0;
+    }
     uint8_t *buf = malloc(h->len ? h->len : 1);
     if (!buf)
         return -ENOMEM;

@@ -240,9 +240,11 @@ struct proto_rxbuf {
     uint8_t data[PROTO_RXBUF_SIZE];
     size_t start, end;
 };
-/** proto_recv_frame through @rb; fds that arrive are closed. */
+/** proto_recv_frame through @rb; fds that arrive are closed. With
+ *  @borrowed, a payload that is all in @rb is lent, not copied (*@borrowed
+ *  set; valid until the next read into @rb, not to be freed). */
 int proto_recv_frame_buffered(int fd, struct proto_rxbuf *rb, struct proto_hdr *h,
-                              uint8_t **payload);
+                              uint8_t **payload, bool *borrowed);
 /** Is a whole frame read ahead (poll() would not say so)? */
 bool proto_rxbuf_has_frame(const struct proto_rxbuf *rb);
 

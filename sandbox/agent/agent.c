@@ -325,7 +325,7 @@ int main(int argc, char **argv)
         struct proto_hdr h;
         cleanup_free uint8_t *payload = NULL;
         int fds[PROTO_MAX_FDS], n_fds = 0;
-        agent__recv_frame(&h, &payload, fds, &n_fds);
+        agent__recv_frame(&h, &payload, fds, &n_fds, NULL);
         on_frame(&h, payload, fds, n_fds);
     }
 }

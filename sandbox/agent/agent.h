@@ -164,8 +164,11 @@ int agent__exec_call(const struct agent_fn *fn, uint32_t id, const struct proto_
 /** Read the next frame from the channel (blocking). EOF exits the process
  *  with 0 (emberd let go), a broken channel with 1: there is nobody to tell.
  *  An instance passes no @fds: its channel carries none, and it reads
- *  ahead (one recvmsg per frame, see agent__frame_ready). */
-void agent__recv_frame(struct proto_hdr *h, uint8_t **payload, int *fds, int *n_fds);
+ *  ahead (one recvmsg per frame, see agent__frame_ready); with @borrowed it
+ *  may get a payload lent from that buffer (*@borrowed set: not to be
+ *  freed, valid until the next read). */
+void agent__recv_frame(struct proto_hdr *h, uint8_t **payload, int *fds, int *n_fds,
+                       bool *borrowed);
 /** Has an instance a whole frame read ahead? */
 bool agent__frame_ready(void);
 

@@ -287,12 +287,14 @@ bool agent__frame_ready(void)
     return proto_rxbuf_has_frame(&instance_rx);
 }
 
-void agent__recv_frame(struct proto_hdr *h, uint8_t **payload, int *fds, int *n_fds)
+void agent__recv_frame(struct proto_hdr *h, uint8_t **payload, int *fds, int *n_fds, bool *borrowed)
 {
     if (n_fds)
         *n_fds = 0;
+    if (borrowed)
+        *borrowed = false;
     int r = fds ? proto_recv_frame(AGENT_CHAN_FD, h, payload, fds, n_fds)
-                : proto_recv_frame_buffered(AGENT_CHAN_FD, &instance_rx, h, payload);
+                : proto_recv_frame_buffered(AGENT_CHAN_FD, &instance_rx, h, payload, borrowed);
     if (r == -ECONNRESET)
         _exit(0); /* emberd closed the channel: nothing left to do */
     if (r < 0) {

@@ -268,10 +268,15 @@ void agent__instance_run(const struct agent_fn *fn, bool forked)
                 agent__warn("poll: %s", strerror(-w));
                 _exit(1);
             }
+            /* The call runs before the next read: its payload may stay in
+             * the read-ahead buffer (no copy, no malloc). */
             struct proto_hdr h;
-            cleanup_free uint8_t *payload = NULL;
-            agent__recv_frame(&h, &payload, NULL, NULL);
+            uint8_t *payload = NULL;
+            bool borrowed;
+            agent__recv_frame(&h, &payload, NULL, NULL, &borrowed);
             on_frame(&h, &payload, NULL, 0);
+            if (!borrowed)
+                free(payload);
             reap_orphans();
             continue;
         }
@@ -293,7 +298,7 @@ void agent__instance_run(const struct agent_fn *fn, bool forked)
 
         struct proto_hdr h;
         cleanup_free uint8_t *payload = NULL;
-        agent__recv_frame(&h, &payload, NULL, NULL);
+        agent__recv_frame(&h, &payload, NULL, NULL, NULL);
         on_frame(&h, &payload, NULL, 0);
     }
 }

@@ -5,7 +5,9 @@
  *
  * A request is one allocation: NUL-terminated copies of method, path, query
  * and headers (the frame's strings are length-prefixed, C callers want
- * terminators). The body is borrowed from the frame.
+ * terminators). The body is borrowed from the frame. A response's body
+ * buffer is kept for the thread's next call when it is small (KEEP_BODY):
+ * a 4 KiB malloc and free per call showed in the agent's profile.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -28,6 +30,11 @@ struct ember_request {
     const void *body;
     size_t body_len;
 };
+
+#define KEEP_BODY (64u << 10) /* body buffers up to this serve the next call */
+
+static __thread char *kept_body;
+static __thread size_t kept_cap;
 
 struct ember_response {
     int status;
@@ -173,7 +180,12 @@ static void response_release(ember_response *res)
         free((char *)res->headers[i].key.p);
         free((char *)res->headers[i].value.p);
     }
-    free(res->body);
+    if (res->cap <= KEEP_BODY) {
+        kept_body = res->body;
+        kept_cap = res->cap;
+    } else {
+        free(res->body);
+    }
 }
 
 int agent__native_call(const struct agent_fn *fn, uint32_t id, const struct proto_request *pr,
@@ -182,7 +194,9 @@ int agent__native_call(const struct agent_fn *fn, uint32_t id, const struct prot
     cleanup_free ember_request *req = request_new(pr);
     if (!req)
         return -ENOMEM;
-    ember_response res = {.status = 200};
+    ember_response res = {.status = 200, .body = kept_body, .cap = kept_cap};
+    kept_body = NULL; /* the response owns it until released */
+    kept_cap = 0;
     int rc = fn->handle(req, &res);
 
     int r;

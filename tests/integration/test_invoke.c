@@ -91,6 +91,7 @@ Test(invoke, native_passthrough_and_warm)
     resp_free(&r);
 
     cr_assert_eq(call("/fn/echo/", NULL, "again", &r), 200, "%s", r.body);
+    cr_expect_str_eq(r.body, "again", "nothing of the longer answer before it");
     kind = acquire_kind(&r);
     cr_expect_str_eq(kind, "warm", "second call reuses the instance");
     free(kind);

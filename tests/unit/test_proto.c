@@ -441,6 +441,42 @@ Test(proto, large_frame_across_processes)
     close(sv[1]);
 }
 
+/* An instance's reads ahead: frames that are all in the buffer are lent
+ * from it when asked, one bigger than the buffer is copied whole. */
+Test(proto, buffered_recv_lends_what_it_holds)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    /* all four fit in the socket's buffer; the third not in the reader's */
+    size_t sizes[] = {5, 0, 3 * PROTO_RXBUF_SIZE, 7};
+    for (size_t k = 0; k < 4; k++) {
+        struct proto_buf b;
+        proto_buf_init(&b);
+        cr_assert_eq(proto_buf_begin(&b, PROTO_INVOKE, (uint32_t)k), 0);
+        for (size_t i = 0; i < sizes[k]; i++)
+            cr_assert_eq(proto_put_raw(&b, &(uint8_t){(uint8_t)(k * 7 + i)}, 1), 0);
+        cr_assert_eq(proto_buf_finish(&b), 0);
+        cr_assert_eq(proto_send_frame(sv[0], &b, NULL, 0), 0);
+        proto_buf_free(&b);
+    }
+    static struct proto_rxbuf rb;
+    for (size_t k = 0; k < 4; k++) {
+        struct proto_hdr h;
+        uint8_t *p = NULL;
+        bool borrowed;
+        cr_assert_eq(proto_recv_frame_buffered(sv[1], &rb, &h, &p, &borrowed), 0);
+        cr_assert_eq(h.id, k);
+        cr_assert_eq(h.len, sizes[k]);
+        cr_assert_eq(borrowed, k != 2, "frame %zu of %zu bytes", k, sizes[k]);
+        for (size_t i = 0; i < sizes[k]; i++)
+            cr_assert_eq(p[i], (uint8_t)(k * 7 + i));
+        if (!borrowed)
+            free(p);
+    }
+    close(sv[0]);
+    close(sv[1]);
+}
+
 /* The small payloads: what the agent and the monitor encode, emberd decodes;
  * every truncation and any trailing byte is refused. */
 Test(proto, small_payloads)
