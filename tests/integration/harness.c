@@ -757,7 +757,8 @@ bool emberd_leftovers(const struct emberd *d, char *what, size_t len)
     return false;
 }
 
-int fn_instances(uint16_t port, const char *name, const char *state)
+/* stats.@key (stats.@key.@sub with @sub) of GET /v1/functions/{name}. */
+static long long fn_stats_int(uint16_t port, const char *name, const char *key, const char *sub)
 {
     char target[300];
     snprintf(target, sizeof(target), "/v1/functions/%s", name);
@@ -766,8 +767,83 @@ int fn_instances(uint16_t port, const char *name, const char *state)
         return -1;
     json_t *j = r.status == 200 ? json_loads(r.body, 0, NULL) : NULL;
     resp_free(&r);
-    json_t *n = json_object_get(json_object_get(json_object_get(j, "stats"), "instances"), state);
-    int v = json_is_integer(n) ? (int)json_integer_value(n) : -1;
+    json_t *n = json_object_get(json_object_get(j, "stats"), key);
+    if (sub)
+        n = json_object_get(n, sub);
+    long long v = json_is_integer(n) ? (long long)json_integer_value(n) : -1;
     json_decref(j);
     return v;
+}
+
+int fn_instances(uint16_t port, const char *name, const char *state)
+{
+    return (int)fn_stats_int(port, name, "instances", state);
+}
+
+long long fn_stat(uint16_t port, const char *name, const char *key)
+{
+    return fn_stats_int(port, name, key, NULL);
+}
+
+struct burst {
+    uint16_t port;
+    const char *target;
+    int calls, ok;
+};
+
+static void *burst_caller(void *arg)
+{
+    struct burst *b = arg;
+    for (int i = 0; i < b->calls; i++) {
+        struct resp r;
+        if (http_call(b->port, "GET", b->target, NULL, NULL, 0, &r) == 0) {
+            b->ok += r.status == 200;
+            resp_free(&r);
+        }
+    }
+    return NULL;
+}
+
+int concurrent_gets(uint16_t port, const char *target, int callers, int calls)
+{
+    pthread_t th[16];
+    struct burst b[16];
+    if (callers > 16)
+        callers = 16;
+    for (int i = 0; i < callers; i++) {
+        b[i] = (struct burst){.port = port, .target = target, .calls = calls};
+        pthread_create(&th[i], NULL, burst_caller, &b[i]);
+    }
+    int ok = 0;
+    for (int i = 0; i < callers; i++) {
+        pthread_join(th[i], NULL);
+        ok += b[i].ok;
+    }
+    return ok;
+}
+
+static void *bg_get_run(void *arg)
+{
+    struct bg_get *g = arg;
+    struct resp r;
+    if (http_call(g->port, "GET", g->target, NULL, NULL, 0, &r) == 0) {
+        g->status = r.status;
+        snprintf(g->body, sizeof(g->body), "%s", r.body ? r.body : "");
+        resp_free(&r);
+    }
+    return NULL;
+}
+
+void bg_get_start(struct bg_get *g, uint16_t port, const char *target)
+{
+    g->port = port;
+    g->target = target;
+    g->status = 0;
+    g->body[0] = '\0';
+    pthread_create(&g->thread, NULL, bg_get_run, g);
+}
+
+void bg_get_join(struct bg_get *g)
+{
+    pthread_join(g->thread, NULL);
 }

@@ -9,6 +9,7 @@
 #define EMBER_TESTS_HARNESS_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -106,6 +107,25 @@ int deploy_file(uint16_t port, const char *name, const char *pkg_path, struct re
 /** How many of function @name's sandboxes are in @state ("zygote", "idle",
  *  ...; GET /v1/functions/{name} stats.instances), or -1. */
 int fn_instances(uint16_t port, const char *name, const char *state);
+
+/** stats.@key of GET /v1/functions/{name} (an integer), or -1. */
+long long fn_stat(uint16_t port, const char *name, const char *key);
+
+/** @callers threads (at most 16) make @calls GETs of @target each; returns
+ *  how many answered 200. */
+int concurrent_gets(uint16_t port, const char *target, int callers, int calls);
+
+/** One GET on a thread of its own, for a call that must be in flight while
+ *  the test makes others: bg_get_start, then bg_get_join for the answer. */
+struct bg_get {
+    uint16_t port;
+    const char *target;
+    int status; /* 0 if the call failed */
+    char body[256];
+    pthread_t thread;
+};
+void bg_get_start(struct bg_get *g, uint16_t port, const char *target);
+void bg_get_join(struct bg_get *g);
 
 /** Skip reasons: NULL when the environment can run sandboxes, else why not. */
 const char *need_root_and_namespaces(void);

@@ -1,7 +1,8 @@
 /* test_microvm.c - functions in kernel-less KVM microVMs through the real
  * emberd: the hello example built for the guest, warm calls, snapshot
- * restores, fresh_per_call resets, hostile guests answered with a clean 5xx
- * followed by a working call, and a corrupted snapshot refused. */
+ * restores, calls sent ahead to a busy VM, fresh_per_call resets, hostile
+ * guests answered with a clean 5xx followed by a working call, and a
+ * corrupted snapshot refused. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -116,6 +117,36 @@ Test(microvm, warm_calls_and_snapshot_restores)
     cr_expect(strstr(out, "HTTP/1.1 200"), "%s", out);
     free(out);
     close(fd);
+}
+
+/* Calls sent ahead to a busy VM: the monitor reads them in order after
+ * the running one; one behind a call that hangs until its timeout never
+ * started, so it runs in another VM. */
+Test(microvm, calls_sent_ahead_to_a_monitor)
+{
+    deploy_guest("ahead-vm", "tests/guests/g_probe.elf", "\"timeout_ms\": 1000");
+    const char *knobs = "{\"functions\": {\"ahead-vm\": {\"max_instances\": 1, "
+                        "\"scale_out_wait_us\": 2000000}}}";
+    struct resp r;
+    cr_assert_eq(http_call(d.port, "PATCH", "/v1/pool", NULL, knobs, strlen(knobs), &r), 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    resp_free(&r);
+    for (int i = 0; i < 20; i++) { /* the pool learns how long a call runs */
+        cr_assert_eq(get("/fn/ahead-vm/env", &r), 200, "%s", r.body);
+        resp_free(&r);
+    }
+    int ok = concurrent_gets(d.port, "/fn/ahead-vm/env", 4, 25);
+    cr_expect_eq(ok, 100, "%d of 100 calls served", ok);
+    cr_expect_gt(fn_stat(d.port, "ahead-vm", "sent_ahead"), 0);
+
+    struct bg_get hang;
+    bg_get_start(&hang, d.port, "/fn/ahead-vm/loop");
+    usleep(100000);
+    cr_expect_eq(get("/fn/ahead-vm/env", &r), 200, "%s", r.body);
+    resp_free(&r);
+    bg_get_join(&hang);
+    cr_expect_eq(hang.status, 504, "%s", hang.body);
+    cr_expect_eq(fn_stat(d.port, "ahead-vm", "requeued"), 1);
 }
 
 /* A warm call wakes the monitor once (it waits in poll, not in a unix

@@ -187,38 +187,12 @@ Test(pool, scale_out_forks_from_the_zygote)
     cr_expect_geq(zygote, 2, "concurrent calls past the warm instance fork from the zygote");
 }
 
-struct burst {
-    const char *target;
-    int calls, ok;
-};
-
-static void *burst_caller(void *arg)
-{
-    struct burst *b = arg;
-    for (int i = 0; i < b->calls; i++) {
-        struct resp r;
-        if (http_call(d.port, "GET", b->target, NULL, NULL, 0, &r) == 0 && r.status == 200)
-            b->ok++;
-        resp_free(&r);
-    }
-    return NULL;
-}
-
 /* @callers threads make @calls calls each to @target; every one must be
  * served. */
 static void bursts(const char *target, int callers, int calls)
 {
-    pthread_t th[16];
-    struct burst b[16];
-    cr_assert_leq(callers, 16);
-    for (int i = 0; i < callers; i++) {
-        b[i] = (struct burst){.target = target, .calls = calls};
-        pthread_create(&th[i], NULL, burst_caller, &b[i]);
-    }
-    for (int i = 0; i < callers; i++) {
-        pthread_join(th[i], NULL);
-        cr_expect_eq(b[i].ok, calls, "caller %d: %d of %d calls served", i, b[i].ok, calls);
-    }
+    int ok = concurrent_gets(d.port, target, callers, calls);
+    cr_expect_eq(ok, callers * calls, "%s: %d of %d calls served", target, ok, callers * calls);
 }
 
 /* Calls that run for microseconds: a caller that finds every instance busy
@@ -257,34 +231,6 @@ Test(pool, short_calls_wait_rather_than_scale_out)
     cr_expect_geq(fn_instances(d.port, "quick", "idle"), 2, "without waiting the pool scales out");
 }
 
-static json_int_t fn_stat(const char *name, const char *key)
-{
-    char target[128];
-    snprintf(target, sizeof(target), "/v1/functions/%s", name);
-    json_t *j = get_json(target);
-    json_int_t v = json_integer_value(json_object_get(json_object_get(j, "stats"), key));
-    json_decref(j);
-    return v;
-}
-
-struct one_call {
-    const char *target;
-    int status;
-    char body[128];
-};
-
-static void *one_caller(void *arg)
-{
-    struct one_call *o = arg;
-    struct resp r;
-    if (http_call(d.port, "GET", o->target, NULL, NULL, 0, &r) == 0) {
-        o->status = r.status;
-        snprintf(o->body, sizeof(o->body), "%s", r.body ? r.body : "");
-        resp_free(&r);
-    }
-    return NULL;
-}
-
 /* One instance, calls from several callers: calls wait inside the busy
  * instance (sent ahead) and run in turn; one that waits behind a call
  * that crashes or times out never started, so it runs on a new instance. */
@@ -299,27 +245,26 @@ Test(pool, calls_sent_ahead)
         resp_free(&r);
     }
     bursts("/fn/ahead?ms=0", 4, 25);
-    cr_expect_gt(fn_stat("ahead", "sent_ahead"), 0);
-    cr_expect_eq(fn_stat("ahead", "requeued"), 0);
+    cr_expect_gt(fn_stat(d.port, "ahead", "sent_ahead"), 0);
+    cr_expect_eq(fn_stat(d.port, "ahead", "requeued"), 0);
 
     static const struct {
         const char *first;
         int status;
     } behind[] = {{"/fn/ahead?ms=300&crash=1", 502}, {"/fn/ahead?ms=3000", 504}};
     for (size_t k = 0; k < 2; k++) {
-        json_int_t ahead = fn_stat("ahead", "sent_ahead");
-        struct one_call first = {.target = behind[k].first};
-        pthread_t t;
-        pthread_create(&t, NULL, one_caller, &first);
+        long long ahead = fn_stat(d.port, "ahead", "sent_ahead");
+        struct bg_get first;
+        bg_get_start(&first, d.port, behind[k].first);
         usleep(100000);
         struct resp r;
         get_ok("/fn/ahead?ms=0", &r);
         cr_expect_str_eq(r.body, "slept 0");
         resp_free(&r);
-        pthread_join(t, NULL);
+        bg_get_join(&first);
         cr_expect_eq(first.status, behind[k].status, "%s: %s", first.target, first.body);
-        cr_expect_eq(fn_stat("ahead", "sent_ahead"), ahead + 1);
-        cr_expect_eq(fn_stat("ahead", "requeued"), (json_int_t)k + 1);
+        cr_expect_eq(fn_stat(d.port, "ahead", "sent_ahead"), ahead + 1);
+        cr_expect_eq(fn_stat(d.port, "ahead", "requeued"), (long long)k + 1);
     }
 }
 
