@@ -257,9 +257,20 @@ static void on_call_timeout(uv_timer_t *t)
 {
     struct sandbox__inflight *c = t->data;
     struct sandbox *sb = c->sb;
+    uint32_t id = c->id, ms = c->timeout_ms;
+    sandbox__hold(sb);
+    /* Timers run before the loop reads: an answer may be waiting. Read it
+     * first, so that a call that made it is not killed, and a call sent
+     * ahead that the instance went on to is not taken for unstarted. */
+    if (sb->chan_open && !sb->killed)
+        sandbox__chan_drain(sb);
     /* A call that overran leaves its instance in an unknown state: kill it.
-     * Every call in flight there fails the same way (their sandbox hung). */
-    sandbox__kill(sb, SANDBOX_ERR_TIMEOUT, "timed out after %" PRIu32 " ms", c->timeout_ms);
+     * Every call in flight there fails the same way (their sandbox hung);
+     * those sent ahead come back unstarted. */
+    c = find_call(sb, id);
+    if (c && c->started && !sb->destroyed)
+        sandbox__kill(sb, SANDBOX_ERR_TIMEOUT, "timed out after %" PRIu32 " ms", ms);
+    sandbox__release(sb);
 }
 
 int sandbox__invoke(struct sandbox *sb, const struct sandbox_call *call, sandbox_result_cb cb,

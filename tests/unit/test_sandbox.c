@@ -112,6 +112,9 @@ static void agent_invoke(int chan, const struct proto_hdr *h, const uint8_t *pay
 
     if (strcmp(path, "/echo") == 0) {
         agent_response(chan, h->id, 200, "x-echo", method, req.body.p, req.body.len);
+    } else if (strcmp(path, "/slow_echo") == 0) {
+        usleep(5000);
+        agent_response(chan, h->id, 200, "x-echo", method, req.body.p, req.body.len);
     } else if (strcmp(path, "/log") == 0) {
         struct proto_buf b;
         proto_buf_init(&b);
@@ -991,6 +994,28 @@ Test(sandbox, calls_sent_ahead)
     cr_assert_eq(a.error, SANDBOX_ERR_CRASH);
     cr_assert(b.unstarted);
     cr_assert_eq(b.error, SANDBOX_ERR_GONE);
+    sandbox_destroy(in);
+    sandbox_destroy(z);
+}
+
+/* Timers run before the loop reads: an answer already in the channel when
+ * the call's timer fires is read first, and the call succeeds. */
+Test(sandbox, an_answer_waiting_when_the_timer_fires_wins)
+{
+    struct sandbox *z = make_zygote();
+    struct exit_rec ex = {0};
+    struct sandbox *in = make_instance(z, &ex);
+    struct result_rec r = {0};
+    cr_assert_eq(invoke(in, 1, "/slow_echo", 20, &r), 0);
+    uv_run(&loop, UV_RUN_NOWAIT); /* the INVOKE goes out */
+    usleep(60000);                /* answered after 5 ms; the loop has not run */
+    cr_assert(spin(&r.count, 1, 5000));
+    cr_assert_eq(r.error, SANDBOX_OK, "%s", r.detail);
+    memset(&r, 0, sizeof(r));
+    cr_assert_eq(invoke(in, 2, "/echo", 0, &r), 0, "the instance lives");
+    cr_assert(spin(&r.count, 1, 5000));
+    cr_assert_eq(r.error, SANDBOX_OK);
+    cr_assert_eq(ex.count, 0);
     sandbox_destroy(in);
     sandbox_destroy(z);
 }
