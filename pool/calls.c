@@ -224,13 +224,14 @@ void pool__instance_run(struct pool_sb *inst, struct pool_call *c)
  *
  * The price is that the call is bound to that instance: it cannot go to
  * another one that frees up first. So a call goes ahead only where it
- * should start soon: calls of the function take (ewma) less than
- * "scale_out_wait_us", the instance finished a call within that time (it
- * is not stuck in a long one), it has no call waiting ahead yet
- * (SANDBOX_PIPELINE_DEPTH), and it will not be recycled (max calls) before
- * it gets to the call. The call's timeout and run time start when it does;
- * its wait in the instance counts as queue time. If the instance dies or
- * goes first, the call comes back to the queue unstarted (requeue_unstarted).
+ * should start soon: the calls waiting there and the one running, at what
+ * a call of the function takes (ewma), should be done within
+ * "scale_out_wait_us"; the instance finished a call within that time (it
+ * is not stuck in a long one); fewer than SANDBOX_PIPELINE_DEPTH calls wait
+ * there; and it will not be recycled (max calls) before it gets to the
+ * call. The call's timeout and run time start when it does; its wait in
+ * the instance counts as queue time. If the instance dies or goes first,
+ * the call comes back to the queue unstarted (requeue_unstarted).
  */
 static bool ahead_ok(struct pool *p, struct pool_fn *fn, struct pool_sb *inst, uint64_t now)
 {
