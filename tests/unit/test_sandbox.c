@@ -775,6 +775,27 @@ Test(sandbox, large_request_and_response)
     cr_assert_eq(r.error, SANDBOX_OK, "%s", r.detail);
     cr_assert_eq(r.body_len, n);
 
+    /* calls sent ahead, queued together: one sendmsg carries several
+     * frames, and the socket takes them a piece at a time */
+    struct result_rec many[1 + SANDBOX_PIPELINE_DEPTH] = {0};
+    size_t sizes[] = {300000, 17, 250001, 1, 200003};
+    char *bodies[1 + SANDBOX_PIPELINE_DEPTH];
+    for (uint32_t i = 0; i <= SANDBOX_PIPELINE_DEPTH; i++) {
+        size_t len = sizes[i % 5];
+        bodies[i] = malloc(len);
+        memset(bodies[i], 'a' + (int)i, len);
+        struct sandbox_call c = {
+            .id = 10 + i, .method = "PUT", .path = "/echo", .body = bodies[i], .body_len = len};
+        cr_assert_eq(sandbox_invoke(in, &c, on_result, &many[i]), 0);
+    }
+    for (uint32_t i = 0; i <= SANDBOX_PIPELINE_DEPTH; i++) {
+        cr_assert(spin(&many[i].count, 1, 10000));
+        cr_assert_eq(many[i].error, SANDBOX_OK, "call %u: %s", i, many[i].detail);
+        cr_assert_eq(many[i].body_len, sizes[i % 5], "call %u", i);
+        cr_assert_eq(many[i].body[0], 'a' + (int)i, "call %u got another's body", i);
+        free(bodies[i]);
+    }
+
     struct result_rec r2 = {0};
     cr_assert_eq(invoke(in, 6, "/big", 0, &r2), 0);
     cr_assert(spin(&r2.count, 1, 10000));
