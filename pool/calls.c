@@ -238,9 +238,8 @@ static bool ahead_ok(struct pool *p, struct pool_fn *fn, struct pool_sb *inst, u
     uint64_t limit = pool__fn_scale_out_wait_us(p, fn) * 1000ull;
     uint64_t max_calls = pool__fn_max_calls(p, fn);
     uint32_t cap = pool__fn_capacity(fn);
-    /* (Only with one call at a time: an agent with worker threads may take
-     * the next call on one thread while another dies of its own, and then
-     * "unstarted" would not be sure.) */
+    /* (Only with one call at a time: the sandbox takes calls ahead of no
+     * other, see sandbox_invoke.) */
     if (cap != 1 || limit == 0 || fn->run_ewma_ns == 0 || fn->rec->manifest.fresh_per_call)
         return false;
     if (inst->rec != fn->rec || inst->retiring || inst->reserved || inst->state != PSB_BUSY ||

@@ -285,7 +285,7 @@ int sandbox__invoke(struct sandbox *sb, const struct sandbox_call *call, sandbox
     if (sb->op != SANDBOX__OP_NONE)
         return -EBUSY;
     uint32_t limit = sb->concurrency ? sb->concurrency : 1;
-    if (sb->n_calls >= limit + SANDBOX_PIPELINE_DEPTH)
+    if (sb->n_calls >= limit + (limit == 1 ? SANDBOX_PIPELINE_DEPTH : 0))
         return -EBUSY;
     if (find_call(sb, call->id))
         return -EEXIST;

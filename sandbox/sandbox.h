@@ -69,7 +69,7 @@ enum sandbox_error {
 };
 
 #define SANDBOX_RESPONSE_MAX (6u << 20) /* bytes of one response body */
-#define SANDBOX_PIPELINE_DEPTH 4        /* calls sent ahead beyond concurrency */
+#define SANDBOX_PIPELINE_DEPTH 4        /* calls sent ahead of a concurrency-1 one */
 
 /** Daemon-wide settings a backend needs; filled by emberd from flags/config. */
 struct sandbox_config {
@@ -222,12 +222,15 @@ int sandbox_fork(struct sandbox *zygote, struct sandbox **out, sandbox_done_cb c
 /** -ENOTSUP if the backend cannot reset. */
 int sandbox_reset(struct sandbox *sb, sandbox_done_cb cb, void *data);
 /** One call at a time per instance unless the manifest's concurrency allows
- *  more (the core multiplexes by call->id). Up to SANDBOX_PIPELINE_DEPTH
- *  calls more may be sent ahead: they wait in the sandbox, in order, and
- *  start (their timeout and run time count from then) as running calls
- *  answer, so the instance goes from one call to the next without waiting
- *  for emberd. If the instance dies or goes first, they fail with
- *  res->unstarted set. call->timeout_ms 0 means the manifest's. 0, or
+ *  more (the core multiplexes by call->id). With one at a time, up to
+ *  SANDBOX_PIPELINE_DEPTH calls more may be sent ahead: they wait in the
+ *  sandbox, in order, and start (their timeout and run time count from
+ *  then) as the running call answers, so the instance goes from one call to
+ *  the next without waiting for emberd. If the instance dies or goes first,
+ *  they fail with res->unstarted set. (Not with more at a time: the agent's
+ *  worker threads could take a waiting call while another thread's crash
+ *  kills the instance, and "unstarted" would not be sure.)
+ *  call->timeout_ms 0 means the manifest's. 0, or
  *  -ESRCH (dead), -EBUSY (concurrency and pipeline full), -EEXIST (id in
  *  flight), -EINVAL (not an instance), -E2BIG / -EMSGSIZE (request too
  *  big); on error @cb is not called. */
