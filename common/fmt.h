@@ -6,6 +6,17 @@
 #define EMBER_COMMON_FMT_H
 
 #include <stdint.h>
+#include <string.h>
+
+/** @n bytes of @s, as they are. */
+static inline char *fmt_bytes(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/** A string literal, without its terminator. */
+#define FMT_LIT(p, lit) fmt_bytes((p), (lit), sizeof(lit) - 1)
 
 /** Decimal, at most 20 characters. */
 static inline char *fmt_u64(char *p, uint64_t v)

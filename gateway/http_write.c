@@ -132,14 +132,6 @@ static const char *server_date(struct http_server *s)
     return s->date;
 }
 
-static inline char *put(char *p, const char *s, size_t n)
-{
-    memcpy(p, s, n);
-    return p + n;
-}
-
-#define PUT_LIT(p, lit) put((p), (lit), sizeof(lit) - 1)
-
 static inline size_t str_len(const char *s, size_t len)
 {
     return (len || !s) ? len : strlen(s);
@@ -188,11 +180,11 @@ static size_t build_head(struct http_server *s, char *out, int status,
 {
     char *p = out;
     const char *reason = http_status_reason(status);
-    p = PUT_LIT(p, "HTTP/1.1 ");
+    p = FMT_LIT(p, "HTTP/1.1 ");
     p = fmt_u64(p, (uint64_t)status);
     *p++ = ' ';
-    p = put(p, reason, strlen(reason));
-    p = PUT_LIT(p, "\r\n");
+    p = fmt_bytes(p, reason, strlen(reason));
+    p = FMT_LIT(p, "\r\n");
     for (size_t i = 0; i < n; i++) {
         size_t nl = str_len(h[i].name, h[i].name_len);
         size_t vl = str_len(h[i].value, h[i].value_len);
@@ -202,24 +194,24 @@ static size_t build_head(struct http_server *s, char *out, int status,
                           h[i].name ? h[i].name : "");
             continue;
         }
-        p = put(p, h[i].name, nl);
-        p = PUT_LIT(p, ": ");
+        p = fmt_bytes(p, h[i].name, nl);
+        p = FMT_LIT(p, ": ");
         if (vl)
-            p = put(p, h[i].value, vl);
-        p = PUT_LIT(p, "\r\n");
+            p = fmt_bytes(p, h[i].value, vl);
+        p = FMT_LIT(p, "\r\n");
     }
     if (content_length >= 0) {
-        p = PUT_LIT(p, "Content-Length: ");
+        p = FMT_LIT(p, "Content-Length: ");
         p = fmt_u64(p, (uint64_t)content_length);
-        p = PUT_LIT(p, "\r\n");
+        p = FMT_LIT(p, "\r\n");
     }
-    p = PUT_LIT(p, "Date: ");
-    p = put(p, server_date(s), 29);
-    p = PUT_LIT(p, "\r\nServer: ember\r\n");
+    p = FMT_LIT(p, "Date: ");
+    p = fmt_bytes(p, server_date(s), 29);
+    p = FMT_LIT(p, "\r\nServer: ember\r\n");
     if (close)
-        p = PUT_LIT(p, "Connection: close\r\n\r\n");
+        p = FMT_LIT(p, "Connection: close\r\n\r\n");
     else
-        p = PUT_LIT(p, "Connection: keep-alive\r\n\r\n");
+        p = FMT_LIT(p, "Connection: keep-alive\r\n\r\n");
     return (size_t)(p - out);
 }
 

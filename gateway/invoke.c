@@ -76,25 +76,19 @@ static void new_invocation_id(struct api *a, char out[48])
     *p = '\0';
 }
 
-static char *put_str(char *p, const char *s)
-{
-    size_t n = strlen(s);
-    memcpy(p, s, n);
-    return p + n;
-}
-
 /* The Server-Timing value; @buf holds TIMING_MAX bytes. */
 static void format_timing(const struct pool_result *res, char *buf)
 {
-    char *p = put_str(buf, "queue;dur=");
+    char *p = FMT_LIT(buf, "queue;dur=");
     p = fmt_ms3(p, res->queue_ns);
-    p = put_str(p, ", acquire;desc=\"");
-    p = put_str(p, res->acquired ? pool_acquire_name(res->acquire) : "none");
-    p = put_str(p, "\";dur=");
+    p = FMT_LIT(p, ", acquire;desc=\"");
+    const char *kind = res->acquired ? pool_acquire_name(res->acquire) : "none";
+    p = fmt_bytes(p, kind, strlen(kind));
+    p = FMT_LIT(p, "\";dur=");
     p = fmt_ms3(p, res->acquire_ns);
-    p = put_str(p, ", init;dur=");
+    p = FMT_LIT(p, ", init;dur=");
     p = fmt_ms3(p, res->init_ns);
-    p = put_str(p, ", run;dur=");
+    p = FMT_LIT(p, ", run;dur=");
     p = fmt_ms3(p, res->run_ns);
     *p = '\0';
 }

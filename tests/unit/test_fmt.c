@@ -46,3 +46,13 @@ Test(fmt, milliseconds_with_three_decimals)
     *fmt_ms3(buf, 42000) = '\0';
     cr_expect_str_eq(buf, "0.042");
 }
+
+Test(fmt, bytes_and_literals_join)
+{
+    char buf[32];
+    char *p = FMT_LIT(buf, "run;dur=");
+    p = fmt_ms3(p, 1500000);
+    p = fmt_bytes(p, ", x", 3);
+    *p = '\0';
+    cr_expect_str_eq(buf, "run;dur=1.500, x");
+}
