@@ -78,17 +78,10 @@ static int spare[2][2] = {{-1, -1}, {-1, -1}}; /* [stream][read, write] */
 
 static int pipe_make(int p[2])
 {
-    if (pipe2(p, O_CLOEXEC) < 0)
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
         return -errno;
     /* Best effort: a bigger pipe loses less of a burst. */
     fcntl(p[1], F_SETPIPE_SZ, PIPE_SIZE);
-    if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(p[1], F_SETFL, O_NONBLOCK) < 0) {
-        int r = -errno;
-        close(p[0]);
-        close(p[1]);
-        p[0] = p[1] = -1;
-        return r;
-    }
     return 0;
 }
 
