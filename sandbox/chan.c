@@ -234,9 +234,13 @@ int sandbox__send(struct sandbox *sb, struct proto_buf *frame, int *fds, int n_f
     /* Written when this loop iteration is done with its events, before the
      * loop waits again: the calls an iteration sends one instance go out
      * in one sendmsg. (With frames already waiting for the socket to take
-     * them, the writable event writes this one too.) A failure then is
-     * handled as a lost channel: the frame was accepted. */
-    if (was_empty)
+     * them, the writable event writes this one too.) A frame with fds (LOAD,
+     * FORK, PARK) goes alone anyway, so it goes now: a FORK is on a call's
+     * path. A failure either way is handled as a lost channel: the frame
+     * was accepted. */
+    if (was_empty && n_fds > 0)
+        flush(sb);
+    else if (was_empty)
         uv_prepare_start(&sb->chan_flush, on_flush_due);
     return 0;
 }
