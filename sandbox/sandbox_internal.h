@@ -285,8 +285,9 @@ int sandbox__attach(struct sandbox *sb, int chan_fd, int pidfd, pid_t pid, unsig
 /**
  * Queue one frame (built with proto_buf_begin..proto_buf_finish) on the
  * channel: written once the loop iteration's events are handled, or at once
- * if it carries fds (such a frame goes alone in a sendmsg). Takes @frame's memory (left empty) and @fds (closed once sent or
- * on failure), also on failure. -ESRCH if the channel is gone (dead, killed,
+ * if it carries fds (such a frame goes alone in a sendmsg). Takes @frame's
+ * memory (left empty) and @fds (closed once sent or on failure), also on
+ * failure. -ESRCH if the channel is gone (dead, killed,
  * destroyed), -ENOTCONN before sandbox__attach.
  */
 int sandbox__send(struct sandbox *sb, struct proto_buf *frame, int *fds, int n_fds);
