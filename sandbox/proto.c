@@ -42,6 +42,7 @@ int proto_hdr_check(const struct proto_hdr *h)
     case PROTO_RESET_DONE:
     case PROTO_PARK:
     case PROTO_PARKED:
+    case PROTO_PREFORK:
         break;
     default:
         return -EBADMSG;
@@ -543,9 +544,12 @@ int proto_forked_decode(const void *p, size_t len, struct proto_forked *m)
 {
     struct proto_reader r;
     proto_reader_init(&r, p, len);
-    if (proto_get_u32(&r, &m->status) < 0 || proto_get_u32(&r, &m->pid) < 0 || r.left)
+    if (proto_get_u32(&r, &m->status) < 0 || proto_get_u32(&r, &m->pid) < 0)
         return -EBADMSG;
-    return 0;
+    m->ahead_ns = 0;
+    if (r.left && proto_get_u64(&r, &m->ahead_ns) < 0)
+        return -EBADMSG;
+    return r.left ? -EBADMSG : 0;
 }
 
 int proto_exited_decode(const void *p, size_t len, struct proto_exited *m)

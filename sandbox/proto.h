@@ -56,6 +56,11 @@ enum proto_type {
                            where it is born, in that group. The zygote
                            answers PROTO_PARKED once it has moved (out of the
                            previous child's group) */
+    PROTO_PREFORK = 7,  /* zygote (container): u32 n, 0 or 1: keep n instances
+                           forked ahead. After each PARK the zygote forks one
+                           into the group it parked in; the next FORK hands
+                           it that FORK's fds instead of forking. 0 kills one
+                           that waits before the zygote reads on. No answer */
 
     /* sandbox -> emberd */
     PROTO_HELLO = 64,      /* first frame of every sandbox process: strings
@@ -66,8 +71,10 @@ enum proto_type {
     PROTO_FAILED = 67,     /* INVOKE failed inside: hdr.id matches; u32 reason
                               (enum proto_fail), u32 len + message */
     PROTO_FORKED = 68,     /* answer to FORK: hdr.id matches; u32 status, u32 pid
-                              (in the sandbox's pid namespace); fd[0] = pidfd of
-                              the child on success */
+                              (in the sandbox's pid namespace); optionally u64
+                              ns the child had waited, forked ahead (PREFORK;
+                              0: forked for this FORK); fd[0] = pidfd of the
+                              child on success */
     PROTO_LOG = 69,        /* one log line: u32 stream (1 stdout, 2 stderr),
                               then the line bytes (no newline), <= PROTO_LOG_LINE_MAX */
     PROTO_EXITED = 70,     /* a zygote's child died: u32 pid, u32 wait status */
@@ -189,6 +196,7 @@ struct proto_failed { /* PROTO_FAILED */
 };
 struct proto_forked { /* PROTO_FORKED */
     uint32_t status, pid;
+    uint64_t ahead_ns; /* 0 if absent */
 };
 struct proto_exited { /* PROTO_EXITED */
     uint32_t pid, status;

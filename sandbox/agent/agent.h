@@ -153,6 +153,10 @@ int agent__load(uint32_t id, const uint8_t *payload, size_t len, int mount_fd, s
  *  zygote's child, which makes its own log pipes and says HELLO; otherwise
  *  the loaded sandbox itself (LOAD with "serve"), already announced. */
 __attribute__((noreturn)) void agent__instance_run(const struct agent_fn *fn, bool forked);
+/** The part of agent__instance_run before HELLO (log pipes, crash
+ *  handlers), for a child forked ahead to do while it waits; the run then
+ *  skips it. Exits on failure. */
+void agent__instance_prepare(const struct agent_fn *fn, bool forked);
 
 /** Run one native call; leaves the answer frame (RESPONSE or FAILED) in @out. */
 int agent__native_call(const struct agent_fn *fn, uint32_t id, const struct proto_request *req,

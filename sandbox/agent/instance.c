@@ -233,7 +233,9 @@ static void reap_orphans(void)
         ;
 }
 
-void agent__instance_run(const struct agent_fn *fn, bool forked)
+static bool prepared;
+
+void agent__instance_prepare(const struct agent_fn *fn, bool forked)
 {
     pool.fn = fn;
     pool.tail = &pool.head;
@@ -255,6 +257,13 @@ void agent__instance_run(const struct agent_fn *fn, bool forked)
         agent__warn("instance setup: %s", strerror(-r));
         _exit(1);
     }
+    prepared = true;
+}
+
+void agent__instance_run(const struct agent_fn *fn, bool forked)
+{
+    if (!prepared)
+        agent__instance_prepare(fn, forked);
     if (forked && agent__send_hello() < 0)
         _exit(1);
 

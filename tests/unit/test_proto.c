@@ -43,12 +43,12 @@ Test(proto, hdr_check)
     static const uint16_t ok[] = {PROTO_LOAD,       PROTO_INVOKE, PROTO_FORK,   PROTO_RESET,
                                   PROTO_SHUTDOWN,   PROTO_HELLO,  PROTO_LOADED, PROTO_RESPONSE,
                                   PROTO_FAILED,     PROTO_FORKED, PROTO_LOG,    PROTO_EXITED,
-                                  PROTO_RESET_DONE, PROTO_PARK,   PROTO_PARKED};
+                                  PROTO_RESET_DONE, PROTO_PARK,   PROTO_PARKED, PROTO_PREFORK};
     for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
         struct proto_hdr h = {.type = ok[i], .len = 10};
         cr_assert_eq(proto_hdr_check(&h), 0, "type %u", ok[i]);
     }
-    static const uint16_t bad[] = {0, 7, 63, 73, 0xffff};
+    static const uint16_t bad[] = {0, 8, 63, 73, 0xffff};
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         struct proto_hdr h = {.type = bad[i]};
         cr_assert_eq(proto_hdr_check(&h), -EBADMSG, "type %u", bad[i]);
@@ -508,8 +508,27 @@ Test(proto, small_payloads)
     struct proto_forked fo;
     cr_expect_eq(proto_forked_decode(b.data + PROTO_HDR_SIZE, b.len - PROTO_HDR_SIZE - 1, &fo), 0);
     cr_expect_eq(fo.pid, 42);
+    cr_expect_eq(fo.ahead_ns, 0);
     cr_expect_eq(proto_forked_decode(b.data + PROTO_HDR_SIZE, b.len - PROTO_HDR_SIZE, &fo),
                  -EBADMSG);
+    proto_buf_free(&b);
+
+    /* the optional u64 of a child forked ahead; nothing between or after */
+    proto_buf_init(&b);
+    proto_buf_begin(&b, PROTO_FORKED, 3);
+    proto_put_u32(&b, 0);
+    proto_put_u32(&b, 43);
+    proto_put_u64(&b, 5000);
+    proto_put_raw(&b, "x", 1);
+    proto_buf_finish(&b);
+    len = b.len - PROTO_HDR_SIZE;
+    cr_expect_eq(proto_forked_decode(b.data + PROTO_HDR_SIZE, len - 1, &fo), 0);
+    cr_expect_eq(fo.pid, 43);
+    cr_expect_eq(fo.ahead_ns, 5000);
+    for (size_t cut = 0; cut < len; cut++)
+        if (cut != 8 && cut != 16)
+            cr_expect_eq(proto_forked_decode(b.data + PROTO_HDR_SIZE, cut, &fo), -EBADMSG,
+                         "cut at %zu", cut);
     proto_buf_free(&b);
 
     uint8_t logp[4 + PROTO_LOG_LINE_MAX + 1];
