@@ -119,6 +119,8 @@ const char *sandbox__type_name(uint16_t type)
         return "PARK";
     case PROTO_PARKED:
         return "PARKED";
+    case PROTO_PREFORK:
+        return "PREFORK";
     case PROTO_HELLO:
         return "HELLO";
     case PROTO_LOADED:
@@ -777,6 +779,18 @@ int sandbox_fork(struct sandbox *zygote, struct sandbox **out, sandbox_done_cb c
     return 0;
 }
 
+int sandbox_prefork(struct sandbox *zygote, uint32_t n)
+{
+    if (!zygote->ops->prefork)
+        return -ENOTSUP;
+    if (zygote->destroyed || zygote->failed || zygote->role != SANDBOX_ROLE_ZYGOTE ||
+        zygote->op != SANDBOX__OP_NONE || n > 1)
+        return -EINVAL;
+    if (!sandbox__alive(zygote))
+        return -ESRCH;
+    return zygote->ops->prefork(zygote, n);
+}
+
 int sandbox_reset(struct sandbox *sb, sandbox_done_cb cb, void *data)
 {
     if (!sb->ops->reset)
@@ -879,6 +893,11 @@ uint64_t sandbox_id(const struct sandbox *sb)
 uint64_t sandbox_init_ns(const struct sandbox *sb)
 {
     return sb->init_ns;
+}
+
+uint64_t sandbox_ahead_ns(const struct sandbox *sb)
+{
+    return sb->ahead_ns;
 }
 
 const char *sandbox_last_error(const struct sandbox *sb)

@@ -182,6 +182,10 @@ struct sandbox_ops {
                       void *data);
     /** Fork @child (allocated by the core) from zygote @sb; @cb(child, status). */
     int (*fork)(struct sandbox *sb, struct sandbox *child, sandbox_done_cb cb, void *data);
+    /** Keep @n (0 or 1) instances of zygote @sb forked ahead, off the path
+     *  of the forks that take them (NULL if unsupported). With 0 none is
+     *  left by the time a later op reaches the sandbox. */
+    int (*prefork)(struct sandbox *sb, uint32_t n);
     /** Return an instance to its post-init state (NULL if unsupported). */
     int (*reset)(struct sandbox *sb, sandbox_done_cb cb, void *data);
     /** Send a call. */
@@ -219,6 +223,10 @@ int sandbox_specialize(struct sandbox *sb, const struct sandbox_spec *spec, sand
  *  sandboxes serve, from any specialized instance: the copy is made from the
  *  function's snapshot); *out owned by the caller at once. */
 int sandbox_fork(struct sandbox *zygote, struct sandbox **out, sandbox_done_cb cb, void *data);
+/** See sandbox_ops.prefork: what a zygote keeps forked ahead, counted by
+ *  the caller (each may use up to the function's memory). -ENOTSUP if the
+ *  backend cannot, -EINVAL if @zygote is not a ready zygote. */
+int sandbox_prefork(struct sandbox *zygote, uint32_t n);
 /** -ENOTSUP if the backend cannot reset. */
 int sandbox_reset(struct sandbox *sb, sandbox_done_cb cb, void *data);
 /** One call at a time per instance unless the manifest's concurrency allows
@@ -250,6 +258,9 @@ pid_t sandbox_pid(const struct sandbox *sb);
 uint64_t sandbox_id(const struct sandbox *sb);
 /** ns spent in specialize (package load + ember_init), as the sandbox reported. */
 uint64_t sandbox_init_ns(const struct sandbox *sb);
+/** An instance forked ahead (sandbox_prefork): how long it had waited; 0
+ *  if forked for its own fork. */
+uint64_t sandbox_ahead_ns(const struct sandbox *sb);
 /** Why the last create/specialize/fork/reset failed, or why the sandbox died
  *  or was killed ("" if nothing failed): e.g. the handler's load error as the
  *  sandbox reported it, "timed out after 5000 ms". Borrowed: valid until the

@@ -151,10 +151,11 @@ typedef void (*sandbox__frame_cb)(struct sandbox *sb, int status, struct sandbox
  *  -EPROTO for a refusal reported by the sandbox, e.g. LOADED status != 0). */
 typedef void (*sandbox__status_cb)(struct sandbox *sb, int status, void *data);
 /** PROTO_FORKED arrived (or the wait failed): on success @pidfd is the
- *  child's (owned by the callee: attach or close it) and @ns_pid its pid in
- *  the zygote's namespace; on failure @pidfd is -1. */
+ *  child's (owned by the callee: attach or close it), @ns_pid its pid in
+ *  the zygote's namespace and @ahead_ns how long it had waited, forked
+ *  ahead (0: forked for this FORK); on failure @pidfd is -1. */
 typedef void (*sandbox__forked_cb)(struct sandbox *zygote, int status, int pidfd, pid_t ns_pid,
-                                   void *data);
+                                   uint64_t ahead_ns, void *data);
 /** Thread-pool function: runs off the loop; touch only @ctx. */
 typedef void (*sandbox__work_fn)(void *ctx);
 /** Loop-side completion of sandbox__queue_work; check sandbox__destroyed. */
@@ -183,6 +184,7 @@ struct sandbox {
     pid_t pid;              /* host pid once attached, else 0 */
     pid_t ns_pid;           /* pid inside the sandbox (HELLO "pid"), else 0 */
     uint64_t init_ns;       /* from PROTO_LOADED (sandbox__load_send) */
+    uint64_t ahead_ns;      /* instance: waited this long, forked ahead */
     /* The function's limits: set by the core before ops->specialize and
      * inherited by forks (a stem cell has 0, 0, 1). */
     uint32_t memory_mb;

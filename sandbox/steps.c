@@ -306,6 +306,7 @@ static void on_forked(struct sandbox *zygote, int status, struct sandbox__frame 
     free(s);
     int pidfd = -1;
     pid_t ns_pid = 0;
+    uint64_t ahead_ns = 0;
     if (status == 0) {
         struct proto_forked m;
         proto_forked_decode(f->payload, f->hdr.len, &m); /* validated by dispatch */
@@ -323,9 +324,10 @@ static void on_forked(struct sandbox *zygote, int status, struct sandbox__frame 
             pidfd = f->fds[0];
             f->fds[0] = -1;
             ns_pid = (pid_t)m.pid;
+            ahead_ns = m.ahead_ns;
         }
     }
-    cb(zygote, status, pidfd, ns_pid, d);
+    cb(zygote, status, pidfd, ns_pid, ahead_ns, d);
 }
 
 /* Send an empty frame of @type and @id with @fds (taken), once its answer

@@ -397,7 +397,8 @@ static int fake_specialize(struct sandbox *sb, const struct sandbox_spec *spec, 
     return r;
 }
 
-static void on_fake_forked(struct sandbox *zygote, int status, int pidfd, pid_t ns_pid, void *data)
+static void on_fake_forked(struct sandbox *zygote, int status, int pidfd, pid_t ns_pid,
+                           uint64_t ahead_ns, void *data)
 {
     struct fake_step *s = data;
     struct sandbox *child = s->sb;
