@@ -25,6 +25,7 @@ enum knob_field {
     K_QUEUE_TIMEOUT_MS,
     K_MEMORY_BUDGET_MB,
     K_SCALE_OUT_WAIT_US,
+    K_ZYGOTE_PREFORK,
 };
 
 struct knob_desc {
@@ -43,6 +44,7 @@ static const struct knob_desc knob_table[] = {
     {"queue_timeout_ms", K_QUEUE_TIMEOUT_MS, 0, 3600 * 1000ll, true},
     {"memory_budget_mb", K_MEMORY_BUDGET_MB, 16, 1ll << 30, false},
     {"scale_out_wait_us", K_SCALE_OUT_WAIT_US, 0, 10 * 1000 * 1000ll, true},
+    {"zygote_prefork", K_ZYGOTE_PREFORK, 0, 1, true},
 };
 
 static uint64_t host_memory_mb(void)
@@ -67,6 +69,7 @@ void pool_knobs_default(struct pool_knobs *k)
     k->queue_timeout_ms = POOL_QUEUE_TIMEOUT_MS_DEFAULT;
     k->memory_budget_mb = host_memory_mb() / 2;
     k->scale_out_wait_us = POOL_SCALE_OUT_WAIT_US_DEFAULT;
+    k->zygote_prefork = POOL_ZYGOTE_PREFORK_DEFAULT;
 }
 
 static int knob_int(const json_t *v, const char *path, int64_t min, int64_t max, int64_t *out,
@@ -94,6 +97,7 @@ static void knob_store(struct pool_knobs *k, enum knob_field f, int64_t v)
     case K_QUEUE_TIMEOUT_MS: k->queue_timeout_ms = (uint64_t)v; break;
     case K_MEMORY_BUDGET_MB: k->memory_budget_mb = (uint64_t)v; break;
     case K_SCALE_OUT_WAIT_US: k->scale_out_wait_us = (uint64_t)v; break;
+    case K_ZYGOTE_PREFORK: k->zygote_prefork = (uint32_t)v; break;
     }
 }
 
@@ -108,6 +112,7 @@ static int64_t knob_load(const struct pool_knobs *k, enum knob_field f)
     case K_QUEUE_TIMEOUT_MS: return (int64_t)k->queue_timeout_ms;
     case K_MEMORY_BUDGET_MB: return (int64_t)k->memory_budget_mb;
     case K_SCALE_OUT_WAIT_US: return (int64_t)k->scale_out_wait_us;
+    case K_ZYGOTE_PREFORK: return k->zygote_prefork;
     }
     return 0;
 }
@@ -122,6 +127,7 @@ static int64_t *fn_knob_slot(struct pool_fn_knobs *k, enum knob_field f)
     case K_QUEUE_LENGTH: return &k->queue_length;
     case K_QUEUE_TIMEOUT_MS: return &k->queue_timeout_ms;
     case K_SCALE_OUT_WAIT_US: return &k->scale_out_wait_us;
+    case K_ZYGOTE_PREFORK: return &k->zygote_prefork;
     default: return NULL;
     }
 }
@@ -203,7 +209,7 @@ void pool__fn_knobs_clear(struct pool_fn_knobs *k)
 {
     k->keepalive_ms = k->min_warm = k->max_instances = -1;
     k->max_calls_per_instance = k->queue_length = k->queue_timeout_ms = -1;
-    k->scale_out_wait_us = -1;
+    k->scale_out_wait_us = k->zygote_prefork = -1;
 }
 
 int pool__fn_knobs_parse(const json_t *obj, struct pool_fn_knobs *k, const char *name,
@@ -266,6 +272,7 @@ FN_KNOB(pool__fn_max_calls, uint64_t, max_calls_per_instance, max_calls_per_inst
 FN_KNOB(pool__fn_queue_length, uint32_t, queue_length, queue_length)
 FN_KNOB(pool__fn_queue_timeout_ms, uint64_t, queue_timeout_ms, queue_timeout_ms)
 FN_KNOB(pool__fn_scale_out_wait_us, uint64_t, scale_out_wait_us, scale_out_wait_us)
+FN_KNOB(pool__fn_zygote_prefork, uint32_t, zygote_prefork, zygote_prefork)
 
 struct pool_fn *pool__fn_get(struct pool *p, const char *name, bool create)
 {
@@ -372,6 +379,7 @@ json_t *pool_json(struct pool *p)
                         json_integer((json_int_t)(p->knobs.memory_budget_mb * MB)));
     json_object_set_new(state, "sandboxes", json_integer(p->live_sandboxes));
     json_object_set_new(state, "evictions", json_integer((json_int_t)p->evictions));
+    json_object_set_new(state, "forked_ahead", json_integer((json_int_t)p->forked_ahead));
     json_object_set_new(state, "rejected", json_integer((json_int_t)p->rejected));
     json_object_set_new(o, "state", state);
     return o;

@@ -60,6 +60,37 @@ uint64_t pool__fn_memory(const struct function_record *rec)
     return (uint64_t)rec->manifest.memory_mb * MB;
 }
 
+/*
+ * The instance a zygote forks ahead waits in the group of the next one, so
+ * it may use up to the function's memory before any call: while asked for
+ * it is charged as one more sandbox. It is worth no eviction, so it is
+ * asked for only when the budget has room as it stands, and it is the
+ * first thing pool__make_room takes back.
+ */
+void pool__zygote_prefork(struct pool *p, struct pool_sb *z, bool on)
+{
+    if (!z->sb || z->state != PSB_ZYGOTE || z->destroying)
+        return;
+    uint64_t mem = pool__fn_memory(z->rec);
+    on = on && !z->retiring && z->fn && z->fn->zygote == z && pool__fn_zygote_prefork(p, z->fn);
+    if (on == z->prefork)
+        return;
+    if (on) {
+        if (p->mem_charged + mem > pool__budget_bytes(p) || sandbox_prefork(z->sb, 1) < 0)
+            return;
+        pool__charge(p, z, 2 * mem);
+    } else {
+        int r = sandbox_prefork(z->sb, 0);
+        if (r < 0 && r != -ESRCH && r != -EINVAL) {
+            log_warn("pool: zygote of %s keeps its instance forked ahead: %s", z->fn->name,
+                     strerror(-r));
+            return; /* still there: still charged */
+        }
+        pool__charge(p, z, mem);
+    }
+    z->prefork = on;
+}
+
 /* ---- sandbox lifetime -------------------------------------------------- */
 
 struct pool_sb *pool__psb_new(struct pool *p, enum sandbox_kind kind, enum sandbox_role role)
@@ -95,6 +126,7 @@ void pool__psb_destroy(struct pool_sb *psb)
         return;
     if (psb->role == SANDBOX_ROLE_ZYGOTE && psb->children > 0) {
         psb->retiring = true;
+        pool__zygote_prefork(p, psb, false);
         if (psb->fn && psb->fn->zygote == psb) {
             psb->fn->zygote = NULL;
             list_insert_tail(&psb->fn->zygotes, &psb->link);
@@ -159,13 +191,20 @@ bool pool__make_room(struct pool *p, uint64_t need)
     if (p->mem_charged + need <= budget)
         return true;
 
+    struct list *pos, *tmp;
+    for (pos = p->functions.next; pos != &p->functions; pos = pos->next) {
+        struct pool_fn *fn = list_entry(pos, struct pool_fn, link);
+        if (fn->zygote && fn->zygote->prefork)
+            pool__zygote_prefork(p, fn->zygote, false);
+        if (p->mem_charged + need <= budget)
+            return true;
+    }
     while (p->mem_charged + need > budget && !list_empty(&p->idle_lru)) {
         struct pool_sb *victim = list_entry(p->idle_lru.next, struct pool_sb, lru);
         p->evictions++;
         log_debug("pool: evicting idle instance of %s", victim->fn ? victim->fn->name : "?");
         pool__psb_destroy(victim);
     }
-    struct list *pos, *tmp;
     list_foreach_safe(pos, tmp, &p->functions)
     {
         if (p->mem_charged + need <= budget)
@@ -365,6 +404,10 @@ static void sweep_fn(struct pool *p, struct pool_fn *fn, uint64_t now)
         min_warm == 0 && list_empty(&fn->queue) && now - fn->last_used_ns >= ttl_ns &&
         now - fn->zygote->last_used_ns >= ttl_ns)
         pool__psb_destroy(fn->zygote);
+
+    /* Asked for again once the budget has room (and the knob says so). */
+    if (fn->zygote)
+        pool__zygote_prefork(p, fn->zygote, true);
 
     /* Provisioned concurrency. */
     while (!p->draining && fn->n_instances < min_warm &&

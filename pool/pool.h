@@ -51,6 +51,10 @@ struct pool_ticket;
 #define POOL_STEM_STARTS_MAX 2             /* stem cells being made at once, per backend
                                               (2 cores: more did not raise the rate) */
 
+/* "zygote_prefork": instances a zygote keeps forked ahead (0 or 1), each
+ * charged as one more instance of its function. */
+#define POOL_ZYGOTE_PREFORK_DEFAULT 1
+
 #define POOL_STEM_CELLS_MAX 256
 #define POOL_MAX_INSTANCES_MAX 1024
 #define POOL_QUEUE_LENGTH_MAX 100000
@@ -64,6 +68,7 @@ struct pool_fn_knobs {
     int64_t queue_length;
     int64_t queue_timeout_ms;
     int64_t scale_out_wait_us;
+    int64_t zygote_prefork;
 };
 
 struct pool_knobs {
@@ -76,6 +81,7 @@ struct pool_knobs {
     uint64_t queue_timeout_ms;
     uint64_t memory_budget_mb;
     uint64_t scale_out_wait_us;
+    uint32_t zygote_prefork;
 };
 
 /** Fill @k with the defaults (memory budget from /proc/meminfo). */

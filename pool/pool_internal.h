@@ -76,6 +76,8 @@ struct pool_sb {
     struct list waiters;             /* zygote starting: instances waiting to fork */
     struct list wait_link;           /* instance: in its zygote's waiters */
     uint64_t charge;                 /* bytes in the memory ledger */
+    bool prefork;                    /* zygote: keeps an instance forked ahead
+                                        (charged twice its function's memory) */
     uint32_t inflight;
     uint64_t calls;
     uint64_t last_used_ns;
@@ -167,6 +169,7 @@ struct pool {
 
     uint64_t next_call_id;
     uint64_t evictions, rejected, created[POOL_ACQUIRE_COUNT];
+    uint64_t forked_ahead; /* instances a zygote had forked ahead */
     uint64_t stems_created, stem_failures;
     struct pool_hist acquire_hist, run_hist;
     uint64_t calls, errors;
@@ -181,6 +184,7 @@ uint64_t pool__fn_max_calls(const struct pool *p, const struct pool_fn *fn);
 uint32_t pool__fn_queue_length(const struct pool *p, const struct pool_fn *fn);
 uint64_t pool__fn_queue_timeout_ms(const struct pool *p, const struct pool_fn *fn);
 uint64_t pool__fn_scale_out_wait_us(const struct pool *p, const struct pool_fn *fn);
+uint32_t pool__fn_zygote_prefork(const struct pool *p, const struct pool_fn *fn);
 struct pool_fn *pool__fn_get(struct pool *p, const char *name, bool create);
 json_t *pool__fn_knobs_json(const struct pool_fn_knobs *k);
 int pool__fn_knobs_parse(const json_t *obj, struct pool_fn_knobs *k, const char *name,
@@ -200,6 +204,10 @@ uint64_t pool__fn_memory(const struct function_record *rec);
 struct pool_sb *pool__psb_new(struct pool *p, enum sandbox_kind kind, enum sandbox_role role);
 /** The one cleanup path of a pool_sb (a zygote with children only retires). */
 void pool__psb_destroy(struct pool_sb *psb);
+/** Have ready zygote @z keep an instance forked ahead (@on, and the knob
+ *  and the budget as it stands allow it), charged as one more sandbox of
+ *  its function; or not, giving that charge back. */
+void pool__zygote_prefork(struct pool *p, struct pool_sb *z, bool on);
 /** Evict until @need more bytes fit in the budget; true if they do. */
 bool pool__make_room(struct pool *p, uint64_t need);
 /** How many calls one instance of @fn serves at once. */

@@ -144,6 +144,8 @@ static void on_instance_forked(struct sandbox *sb, int status, void *data)
         pool__psb_destroy(inst);
         return;
     }
+    if (sandbox_ahead_ns(sb) > 0)
+        inst->pool->forked_ahead++;
     if (c && !c->cancelled) {
         c->t_acquired = ember_now_ns();
         c->acquire = inst->acquire;
@@ -238,6 +240,8 @@ static void on_zygote_ready(struct sandbox *sb, int status, void *data)
     }
     if (z->retiring && z->children == 0)
         pool__psb_destroy(z);
+    else
+        pool__zygote_prefork(z->pool, z, true);
 }
 
 /*

@@ -315,6 +315,12 @@ void pool_metrics_write(struct pool *p, struct pool_textbuf *b)
                            "# TYPE ember_pool_memory_budget_bytes gauge\n"
                            "ember_pool_memory_budget_bytes %" PRIu64 "\n",
                         (uint64_t)(p->knobs.memory_budget_mb * 1024u * 1024u));
+    pool_textbuf_printf(b,
+                        "# HELP ember_pool_forked_ahead_total Instances a zygote had forked "
+                        "ahead (zygote_prefork).\n"
+                        "# TYPE ember_pool_forked_ahead_total counter\n"
+                        "ember_pool_forked_ahead_total %" PRIu64 "\n",
+                        p->forked_ahead);
     pool_textbuf_printf(b, "# HELP ember_pool_evictions_total Idle sandboxes evicted for memory.\n"
                            "# TYPE ember_pool_evictions_total counter\n"
                            "ember_pool_evictions_total %" PRIu64 "\n", p->evictions);

@@ -36,6 +36,23 @@ static void stop(void)
 
 TestSuite(pool, .init = start, .fini = stop, .timeout = 120);
 
+/* Start emberd again with --config holding @json, so that the knobs hold
+ * from its first moment. */
+static void restart_with_config(const char *json)
+{
+    emberd_stop(&d);
+    emberd_cleanup(&d);
+    char cfg[256];
+    snprintf(cfg, sizeof(cfg), "/tmp/ember-cfg-%d.json", getpid());
+    FILE *f = fopen(cfg, "w");
+    cr_assert(f);
+    fputs(json, f);
+    fclose(f);
+    const char *args[] = {"--config", cfg, NULL};
+    start_with(args);
+    unlink(cfg);
+}
+
 static void deploy(const char *name, const char *so, const char *extra)
 {
     int status = deploy_test_function(d.port, name, so, extra);
@@ -344,16 +361,7 @@ Test(pool, memory_budget_evicts_then_refuses)
     /* 60 MiB: one instance at 48 MiB fits, two do not (a function's first
      * instance serves by itself; its zygote is made only if it fits). Set
      * from the start (--config) so the peak covers the whole run. */
-    emberd_stop(&d);
-    emberd_cleanup(&d);
-    char cfg[256];
-    snprintf(cfg, sizeof(cfg), "/tmp/ember-mem-%d.json", getpid());
-    FILE *f = fopen(cfg, "w");
-    fputs("{\"stem_cells\": 0, \"memory_budget_mb\": 60, \"queue_timeout_ms\": 300}", f);
-    fclose(f);
-    const char *args[] = {"--config", cfg, NULL};
-    start_with(args);
-    unlink(cfg);
+    restart_with_config("{\"stem_cells\": 0, \"memory_budget_mb\": 60, \"queue_timeout_ms\": 300}");
     deploy("mem-a", "t_echo.so", "\"memory_mb\": 48");
     deploy("mem-b", "t_echo.so", "\"memory_mb\": 48");
     deploy("holder", "t_sleep.so", "\"memory_mb\": 48");
@@ -394,12 +402,13 @@ Test(pool, patch_validates_and_applies)
         "{\"queue_timeout_ms\": true}", "{\"memory_budget_mb\": 1}",
         "{\"bogus\": 1}",              "[1]",
         "{\"functions\": {\"Bad_Name\": {}}}", "{\"functions\": {\"ok\": {\"memory_budget_mb\": 5}}}",
-        "{\"scale_out_wait_us\": -1}",
+        "{\"scale_out_wait_us\": -1}", "{\"zygote_prefork\": 2}",
     };
     const char *named[] = {"stem_cells", "stem_cells", "nope", "keepalive_ms", "min_warm",
                            "max_instances", "max_calls_per_instance", "queue_length",
                            "queue_timeout_ms", "memory_budget_mb", "bogus", "object",
-                           "Bad_Name", "memory_budget_mb", "scale_out_wait_us"};
+                           "Bad_Name", "memory_budget_mb", "scale_out_wait_us",
+                           "zygote_prefork"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct resp r;
         cr_expect_eq(patch(bad[i], &r), 400, "%s -> %d", bad[i], r.status);
@@ -409,9 +418,11 @@ Test(pool, patch_validates_and_applies)
     }
     patch_ok("{\"stem_cells\": 3, \"keepalive_ms\": 1234, \"min_warm\": 0, "
              "\"max_instances\": 7, \"max_calls_per_instance\": 100, \"queue_length\": 9, "
-             "\"queue_timeout_ms\": 999, \"memory_budget_mb\": 4096, \"scale_out_wait_us\": 250}");
+             "\"queue_timeout_ms\": 999, \"memory_budget_mb\": 4096, \"scale_out_wait_us\": 250, "
+             "\"zygote_prefork\": 0}");
     json_t *j = get_json("/v1/pool");
     cr_expect_eq(json_integer_value(json_object_get(j, "scale_out_wait_us")), 250);
+    cr_expect_eq(json_integer_value(json_object_get(j, "zygote_prefork")), 0);
     cr_expect_eq(json_integer_value(json_object_get(j, "keepalive_ms")), 1234);
     cr_expect_eq(json_integer_value(json_object_get(j, "max_instances")), 7);
     cr_expect_eq(json_integer_value(json_object_get(j, "max_calls_per_instance")), 100);
@@ -440,19 +451,10 @@ Test(pool, max_calls_per_instance_recycles)
 
 Test(pool, config_file_sets_knobs)
 {
-    emberd_stop(&d);
-    emberd_cleanup(&d);
-    char cfg[256];
-    snprintf(cfg, sizeof(cfg), "/tmp/ember-cfg-%d.json", getpid());
-    FILE *f = fopen(cfg, "w");
-    fputs("{\"keepalive_ms\": 4321, \"stem_cells\": {\"container\": 1}}", f);
-    fclose(f);
-    const char *args[] = {"--config", cfg, NULL};
-    start_with(args);
+    restart_with_config("{\"keepalive_ms\": 4321, \"stem_cells\": {\"container\": 1}}");
     json_t *j = get_json("/v1/pool");
     cr_expect_eq(json_integer_value(json_object_get(j, "keepalive_ms")), 4321);
     json_decref(j);
-    unlink(cfg);
 }
 
 Test(pool, metrics_count_acquire_kinds)
@@ -469,4 +471,63 @@ Test(pool, metrics_count_acquire_kinds)
               "%s", r.body);
     cr_expect(strstr(r.body, "ember_run_seconds_bucket{function=\"counted\",le=\"+Inf\"} 3"));
     resp_free(&r);
+}
+
+static json_int_t charged(void)
+{
+    json_t *j = get_json("/v1/pool");
+    json_int_t v =
+        json_integer_value(json_object_get(json_object_get(j, "state"), "memory_charged_bytes"));
+    json_decref(j);
+    return v;
+}
+
+/* Wait (up to 2 s) for the ledger to show @want bytes. */
+static json_int_t charged_settles(json_int_t want)
+{
+    json_int_t v = -1;
+    for (int i = 0; i < 200 && (v = charged()) != want; i++)
+        usleep(10000);
+    return v;
+}
+
+static void counts_one(const char *target, int calls)
+{
+    for (int i = 0; i < calls; i++) {
+        struct resp r;
+        cr_assert_eq(http_call(d.port, "GET", target, NULL, NULL, 0, &r), 0);
+        cr_assert_eq(r.status, 200, "%s", r.body);
+        cr_expect_eq(atoi(r.body), 1, "call %d saw count %s", i, r.body);
+        resp_free(&r);
+    }
+}
+
+Test(pool, zygote_forks_ahead_within_the_ledger)
+{
+    /* No stem cells, so that the ledger holds only this function. */
+    restart_with_config("{\"stem_cells\": 0}");
+    const json_int_t mb32 = 32ll << 20;
+    deploy("ahead", "t_counter.so", "\"fresh_per_call\": true, \"memory_mb\": 32");
+
+    /* Each call's instance was forked before the call (after the previous
+     * call's fork), from the zygote's state: it has served nothing. */
+    counts_one("/fn/ahead", 6);
+    json_int_t ahead = metric("ember_pool_forked_ahead_total");
+    cr_expect_geq(ahead, 3, "instances forked ahead: %lld", (long long)ahead);
+    /* The zygote and the instance that waits are charged; nothing else. */
+    cr_expect_eq(charged_settles(2 * mb32), 2 * mb32);
+
+    /* Off for this function: the waiting instance goes with its charge,
+     * and scale-out forks on the path again. */
+    patch_ok("{\"functions\": {\"ahead\": {\"zygote_prefork\": 0}}}");
+    cr_expect_eq(charged_settles(mb32), mb32);
+    counts_one("/fn/ahead", 3);
+    cr_expect_eq(metric("ember_pool_forked_ahead_total"), ahead);
+    cr_expect_eq(charged_settles(mb32), mb32);
+
+    /* Back on: charged again, and the next calls but one find one waiting. */
+    patch_ok("{\"functions\": {\"ahead\": {\"zygote_prefork\": null}}}");
+    cr_expect_eq(charged_settles(2 * mb32), 2 * mb32);
+    counts_one("/fn/ahead", 3);
+    cr_expect_geq(metric("ember_pool_forked_ahead_total"), ahead + 2);
 }
