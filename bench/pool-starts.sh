@@ -5,7 +5,9 @@
 #   cold      first call with no stem cell (stem_cells=0): build everything
 #   zygote    a new instance forked from the function's zygote
 #             (max_calls_per_instance=1 recycles after every call, so every
-#             call after the first forks)
+#             call after the first forks); the zygote forked it ahead, after
+#             the previous fork (zygote_prefork=1, the default)
+#   zygote*   the same with zygote_prefork=0: fork() on the call's path
 #   warm      an idle instance
 #   snapshot  microVM: a stem monitor restored from the function's snapshot
 #
@@ -59,6 +61,11 @@ pool_quiet() {
     done
 }
 
+pss() { # pss PID LABEL
+    awk '/^Pss:/ { pss = $2 } /^Rss:/ { rss = $2 } END { printf "%s (pid '"$1"'): PSS %d KiB, RSS %d KiB\n", "'"$2"'", pss, rss }' \
+        "/proc/$1/smaps_rollup"
+}
+
 row() { # row LABEL FILE WANT_KIND
     local n p_tot p_acq
     awk -v k="$3" '$2 == k { print $1 }' "$2" >"$TMP/tot"
@@ -90,6 +97,19 @@ echo "== zygote: every call forks a new instance"
 pool_patch '{"keepalive_ms": 600000, "functions": {"f1": {"max_calls_per_instance": 1}}}'
 call f1 "$TMP/zwarmup"
 for _ in $(seq "$COUNT"); do call f1 "$TMP/zygote"; sleep 0.01; done
+sleep 0.2
+# The instance f1's zygote keeps forked ahead, waiting: its memory is the
+# price of that row.
+ahead=''
+for pid in $(pgrep -x ember-agent); do
+    ppid=$(awk '/^PPid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
+    [ "$(cat "/proc/$ppid/comm" 2>/dev/null)" = ember-agent ] && ahead=$pid
+done
+pss_ahead=''
+[ -n "$ahead" ] && pss_ahead=$(pss "$ahead" "instance forked ahead, before its first call")
+pool_patch '{"functions": {"f1": {"zygote_prefork": 0}}}'
+call f1 "$TMP/zwarmup"
+for _ in $(seq "$COUNT"); do call f1 "$TMP/zygote0"; sleep 0.01; done
 
 echo "== warm"
 for _ in $(seq "$COUNT"); do call f2 "$TMP/warm"; done
@@ -99,6 +119,7 @@ echo "acquire    calls   p50 ms    p99 ms  acq p50 ms  acq p99 ms   (total = cli
 row stem "$TMP/stem" stem
 row cold "$TMP/cold" cold
 row zygote "$TMP/zygote" zygote
+row 'zygote*' "$TMP/zygote0" zygote
 row warm "$TMP/warm" warm
 
 # What the platform charges for the zygote row's parts, without ember.
@@ -112,13 +133,11 @@ fi
 # another ember-agent, its zygote): give f1 one that stays. A function's
 # first instance is its specialized stem cell (parent emberd): f2's, the
 # agent that has run the most (the warm row's 100 calls).
-pss() { # pss PID LABEL
-    awk '/^Pss:/ { pss = $2 } /^Rss:/ { rss = $2 } END { printf "idle warm instance, %s (pid '"$1"'): PSS %d KiB, RSS %d KiB\n", "'"$2"'", pss, rss }' \
-        "/proc/$1/smaps_rollup"
-}
-pool_patch '{"functions": {"f1": {"max_calls_per_instance": 0}}}'
+# (No instance waits forked ahead now, to be taken for a forked one.)
+pool_patch '{"zygote_prefork": 0, "functions": {"f1": {"max_calls_per_instance": 0}}}'
 call f1 "$TMP/pss-call"
 echo
+[ -n "$pss_ahead" ] && echo "$pss_ahead"
 forked='' served='' most=-1
 for pid in $(pgrep -x ember-agent); do
     ppid=$(awk '/^PPid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
@@ -129,8 +148,8 @@ for pid in $(pgrep -x ember-agent); do
         if [ -n "$cpu" ] && [ "$cpu" -gt "$most" ]; then most=$cpu served=$pid; fi
     fi
 done
-[ -n "$forked" ] && pss "$forked" "forked from its zygote"
-[ -n "$served" ] && pss "$served" "the function's first (its stem cell)"
+[ -n "$forked" ] && pss "$forked" "idle warm instance, forked from its zygote"
+[ -n "$served" ] && pss "$served" "idle warm instance, the function's first (its stem cell)"
 
 # Creation rate: ask for many container stem cells at once (none of the
 # microVM backend, which would share the CPUs) and count how fast they come.
