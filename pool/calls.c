@@ -377,7 +377,7 @@ static bool call_place(struct pool *p, struct pool_fn *fn, struct pool_call *c)
     }
     if (fn->n_instances >= pool__fn_max_instances(p, fn))
         return false;
-    if (!pool__make_room(p, pool__fn_memory(fn->rec)))
+    if (!pool__instance_room(p, fn))
         return false;
     if (!c->t_dequeue)
         c->t_dequeue = ember_now_ns();

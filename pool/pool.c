@@ -65,7 +65,9 @@ uint64_t pool__fn_memory(const struct function_record *rec)
  * it may use up to the function's memory before any call: while asked for
  * it is charged as one more sandbox. It is worth no eviction, so it is
  * asked for only when the budget has room as it stands, and it is the
- * first thing pool__make_room takes back.
+ * first thing pool__make_room takes back. (Room for it and one instance
+ * more: a pool at the edge of its budget would otherwise fork one, take it
+ * back for the next instance, and fork one again at the next sweep.)
  */
 void pool__zygote_prefork(struct pool *p, struct pool_sb *z, bool on)
 {
@@ -76,7 +78,7 @@ void pool__zygote_prefork(struct pool *p, struct pool_sb *z, bool on)
     if (on == z->prefork)
         return;
     if (on) {
-        if (p->mem_charged + mem > pool__budget_bytes(p) || sandbox_prefork(z->sb, 1) < 0)
+        if (p->mem_charged + 2 * mem > pool__budget_bytes(p) || sandbox_prefork(z->sb, 1) < 0)
             return;
         pool__charge(p, z, 2 * mem);
     } else {
@@ -411,8 +413,7 @@ static void sweep_fn(struct pool *p, struct pool_fn *fn, uint64_t now)
 
     /* Provisioned concurrency. */
     while (!p->draining && fn->n_instances < min_warm &&
-           fn->n_instances < pool__fn_max_instances(p, fn) &&
-           pool__make_room(p, pool__fn_memory(fn->rec))) {
+           fn->n_instances < pool__fn_max_instances(p, fn) && pool__instance_room(p, fn)) {
         if (pool__instance_start(p, fn, NULL) < 0)
             break;
     }

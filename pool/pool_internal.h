@@ -220,6 +220,9 @@ void pool__kick(struct pool *p);
 /* start.c */
 /** Start stem cells until the knob's count is ready or starting, within budget. */
 void pool__stems_refill(struct pool *p);
+/** Room in the budget for one more instance of @fn (evicting if need be);
+ *  the instance a zygote keeps forked ahead counts as that room. */
+bool pool__instance_room(struct pool *p, struct pool_fn *fn);
 /** Make the zygote @fn wants, off any call's path, if now is a good time. */
 void pool__zygote_background(struct pool *p, struct pool_fn *fn);
 /** Start an instance of @fn for @c (NULL: min_warm); 0 or -errno. */

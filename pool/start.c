@@ -465,9 +465,16 @@ static int instance_start_direct(struct pool *p, struct pool_fn *fn, enum sandbo
     return 0;
 }
 
+bool pool__instance_room(struct pool *p, struct pool_fn *fn)
+{
+    if (fn->zygote && fn->zygote->prefork)
+        return true; /* at worst the instance takes over the child's charge */
+    return pool__make_room(p, pool__fn_memory(fn->rec));
+}
+
 /*
  * Start a new instance of @fn, for call @c (or none, for min_warm). The
- * caller checked max_instances and the memory budget.
+ * caller checked max_instances and the memory budget (pool__instance_room).
  */
 int pool__instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *c)
 {
@@ -500,6 +507,12 @@ int pool__instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *c
     struct pool_sb *z = fn->zygote;
     if (z->state == PSB_STARTING && how == POOL_ACQUIRE_ZYGOTE)
         how = z->acquire; /* waits for a zygote still being made: same cost */
+    /* No room but the charge of the child the zygote forked ahead: that
+     * child becomes this instance (the FORK takes it) and its charge moves
+     * here; PREFORK 0 after the FORK keeps the zygote from forking another
+     * until the budget has room again (the sweep asks). */
+    uint64_t need = pool__fn_memory(fn->rec);
+    bool hand_over = z->prefork && p->mem_charged + need > pool__budget_bytes(p);
 
     struct pool_sb *inst = pool__psb_new(p, z->kind, SANDBOX_ROLE_INSTANCE);
     if (!inst)
@@ -515,7 +528,11 @@ int pool__instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *c
         c->acquiring = true;
         p->acquiring++;
     }
-    pool__charge(p, inst, pool__fn_memory(fn->rec));
+    if (hand_over) {
+        pool__charge(p, z, need);
+        z->prefork = false;
+    }
+    pool__charge(p, inst, need);
     fn->n_instances++;
     list_insert_tail(&fn->instances, &inst->link);
     p->created[how]++;
@@ -524,5 +541,7 @@ int pool__instance_start(struct pool *p, struct pool_fn *fn, struct pool_call *c
         instance_fork(inst);
     else
         list_insert_tail(&z->waiters, &inst->wait_link);
+    if (hand_over && z->sb)
+        sandbox_prefork(z->sb, 0); /* after the FORK: it finds none waiting */
     return 0;
 }

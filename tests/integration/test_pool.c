@@ -529,5 +529,32 @@ Test(pool, zygote_forks_ahead_within_the_ledger)
     patch_ok("{\"functions\": {\"ahead\": {\"zygote_prefork\": null}}}");
     cr_expect_eq(charged_settles(2 * mb32), 2 * mb32);
     counts_one("/fn/ahead", 3);
-    cr_expect_geq(metric("ember_pool_forked_ahead_total"), ahead + 2);
+    json_int_t ahead_on = metric("ember_pool_forked_ahead_total");
+    cr_expect_geq(ahead_on, ahead + 2);
+
+    /* A budget with room for the zygote, its child and nothing more: the
+     * next call's instance is that child, which takes over its charge, and
+     * no other is forked ahead while the budget has no room for it. */
+    cr_expect_eq(charged_settles(2 * mb32), 2 * mb32);
+    patch_ok("{\"memory_budget_mb\": 80}");
+    cr_expect_eq(charged(), 2 * mb32, "within the budget: nothing taken back");
+    counts_one("/fn/ahead", 1);
+    cr_expect_eq(metric("ember_pool_forked_ahead_total"), ahead_on + 1);
+    cr_expect_eq(charged_settles(mb32), mb32);
+    counts_one("/fn/ahead", 2);
+    cr_expect_eq(instances("ahead", "zygote"), 1);
+    cr_expect_eq(metric("ember_pool_forked_ahead_total"), ahead_on + 1);
+
+    /* Room again: forked ahead again. Another function's instance that
+     * needs the room takes it back before anything is evicted. */
+    patch_ok("{\"memory_budget_mb\": 100}");
+    cr_expect_eq(charged_settles(2 * mb32), 2 * mb32);
+    deploy("other", "t_echo.so", "\"memory_mb\": 48");
+    struct resp r;
+    cr_assert_eq(http_call(d.port, "GET", "/fn/other", NULL, NULL, 0, &r), 0);
+    cr_expect_eq(r.status, 200, "%s", r.body);
+    resp_free(&r);
+    cr_expect_eq(charged_settles(mb32 + (48ll << 20)), mb32 + (48ll << 20));
+    cr_expect_eq(instances("ahead", "zygote"), 1);
+    cr_expect_eq(metric("ember_pool_evictions_total"), 0);
 }
