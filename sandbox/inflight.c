@@ -91,6 +91,8 @@ static void call_complete(struct sandbox *sb, struct sandbox__inflight *c,
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_call_closed);
     res->run_ns = c->started ? now - c->started_ns : 0;
+    if (res->inside_ns > res->run_ns)
+        res->inside_ns = res->run_ns;
     res->pending_ns = (c->started ? c->started_ns : now) - c->sent_ns;
     if (next)
         start_waiting(sb);
@@ -189,6 +191,7 @@ void sandbox__on_response(struct sandbox *sb, const struct proto_hdr *h, const u
     res.n_headers = pr.n_headers;
     res.body = pr.body.p;
     res.body_len = pr.body.len;
+    res.inside_ns = pr.run_ns;
     call_complete(sb, c, &res, true);
 }
 

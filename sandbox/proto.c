@@ -260,9 +260,12 @@ int proto_response_decode(const void *payload, size_t len, struct proto_response
         return -EBADMSG;
     if (proto_get_pairs(&r, out->headers, PROTO_MAX_PAIRS, &out->n_headers) < 0)
         return -EBADMSG;
-    if (proto_get_bytes(&r, &out->body) < 0 || r.left != 0)
+    if (proto_get_bytes(&r, &out->body) < 0)
         return -EBADMSG;
-    return 0;
+    out->run_ns = 0;
+    if (r.left && proto_get_u64(&r, &out->run_ns) < 0)
+        return -EBADMSG;
+    return r.left ? -EBADMSG : 0;
 }
 
 int proto_str_eq(struct proto_str s, const char *c)

@@ -19,7 +19,8 @@
  *   strings  : u32 n_pairs, then n_pairs * (u32 klen, k bytes, u32 vlen, v bytes)
  *   request  : u32 method_len, method, u32 path_len, path, u32 query_len, query,
  *              pairs (headers), u32 body_len, body
- *   response : u32 status, pairs (headers), u32 body_len, body
+ *   response : u32 status, pairs (headers), u32 body_len, body, then
+ *              optionally u64 ns the call ran, as the sandbox measured it
  */
 #ifndef EMBER_SANDBOX_PROTO_H
 #define EMBER_SANDBOX_PROTO_H
@@ -137,6 +138,7 @@ struct proto_response {
     uint32_t n_headers;
     struct proto_pair headers[PROTO_MAX_PAIRS];
     struct proto_str body;
+    uint64_t run_ns; /* 0 if absent */
 };
 
 /** Growable output buffer for encoding; or, from proto_buf_init_fixed,

@@ -134,6 +134,8 @@ struct sandbox_result {
     const void *body;
     size_t body_len;
     uint64_t run_ns;           /* the call started -> answer received */
+    uint64_t inside_ns;        /* ...of which the sandbox says it ran the call
+                                  (0: not said; untrusted, at most run_ns) */
     uint64_t pending_ns;       /* sent ahead of its start (see sandbox_invoke):
                                   how long it waited behind the instance's calls */
     bool unstarted;            /* failed before it started: the instance died or

@@ -177,6 +177,18 @@ int agent__frame_response(struct proto_buf *b, uint32_t id, uint32_t status,
     return r;
 }
 
+int agent__frame_response_time(struct proto_buf *b, uint64_t run_ns)
+{
+    struct proto_hdr h;
+    if (b->len < PROTO_HDR_SIZE)
+        return -EINVAL;
+    memcpy(&h, b->data, sizeof(h));
+    if (h.type != PROTO_RESPONSE)
+        return 0;
+    int r = proto_put_u64(b, run_ns);
+    return r ? r : proto_buf_finish(b);
+}
+
 int agent__send_status(uint16_t type, uint32_t id, uint32_t a, const uint32_t *b, const char *msg,
                        const uint64_t *c, const int *fds, int n_fds)
 {

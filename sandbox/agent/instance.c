@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/clock.h"
 #include "sandbox/agent/agent.h"
 
 #define QUEUE_MAX 4096      /* calls waiting for a worker; emberd keeps far fewer */
@@ -47,6 +48,7 @@ static void run(struct job *job, unsigned slot, struct proto_request *req, struc
 {
     agent__crash_slot_set(slot, job->id);
     agent__log_budget_reset();
+    uint64_t t0 = ember_now_ns();
     int r;
     if (proto_request_decode(job->payload, job->len, req) < 0)
         r = agent__frame_failed(out, job->id, PROTO_FAIL_INTERNAL, "malformed INVOKE payload");
@@ -54,6 +56,8 @@ static void run(struct job *job, unsigned slot, struct proto_request *req, struc
         r = agent__native_call(pool.fn, job->id, req, out);
     else
         r = agent__exec_call(pool.fn, job->id, req, out);
+    if (r == 0)
+        r = agent__frame_response_time(out, ember_now_ns() - t0);
     if (r < 0)
         r = agent__frame_failed(out, job->id, PROTO_FAIL_INTERNAL, "agent: %s", strerror(-r));
     /* The call's output goes out before its answer. A write that met a full

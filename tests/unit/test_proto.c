@@ -129,6 +129,19 @@ Test(proto, response_round_trip)
         cr_assert_eq(proto_response_decode(pl, k, &res), -EBADMSG, "len %zu", k);
     cr_assert_eq(proto_put_raw(&b, "", 1), 0);
     cr_assert_eq(proto_response_decode(pl, n + 1, &res), -EBADMSG);
+    cr_assert_eq(res.run_ns, 0);
+
+    /* the sandbox's own run time may follow, 8 bytes exactly */
+    b.len = PROTO_HDR_SIZE + n;
+    cr_assert_eq(proto_put_u64(&b, 4321), 0);
+    cr_assert_eq(proto_put_raw(&b, "", 1), 0);
+    pl = b.data + PROTO_HDR_SIZE;
+    cr_assert_eq(proto_response_decode(pl, n + 8, &res), 0);
+    cr_assert_eq(res.run_ns, 4321);
+    cr_assert_eq(res.status, 418);
+    for (size_t k = n + 1; k < n + 8; k++)
+        cr_assert_eq(proto_response_decode(pl, k, &res), -EBADMSG, "len %zu", k);
+    cr_assert_eq(proto_response_decode(pl, n + 9, &res), -EBADMSG);
     proto_buf_free(&b);
 }
 
