@@ -466,6 +466,14 @@ int pool_open(const struct pool_config *cfg, struct pool **out, struct ember_err
     if (!p)
         return ember_error_set(err, -ENOMEM, "pool: out of memory");
     p->loop = cfg->loop;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    p->ncpu = ncpu > 0 ? (uint32_t)ncpu : 1;
+    /* calls.c loop_saturated reads the loop's idle time. */
+    int r = uv_loop_configure(p->loop, UV_METRICS_IDLE_TIME);
+    p->loop_metrics = r == 0;
+    if (r < 0)
+        log_warn("pool: no loop idle time (%s): scale-out cannot tell a saturated loop",
+                 uv_strerror(r));
     p->store = cfg->store;
     p->knobs = cfg->knobs;
     p->default_kind = cfg->default_kind;

@@ -121,6 +121,7 @@ struct pool_result {
     enum pool_acquire acquire;
     bool acquired;            /* false if it never reached a sandbox */
     uint64_t queue_ns, acquire_ns, init_ns, run_ns;
+    uint64_t inside_ns; /* of run_ns, what the sandbox says it took (0: not said) */
 };
 
 typedef void (*pool_result_cb)(const struct pool_result *res, void *data);

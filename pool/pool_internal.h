@@ -103,6 +103,7 @@ struct pool_fn {
     bool removed;
     bool snapshot_ready;             /* microVM: a specialize of this version worked */
     uint64_t run_ewma_ns;            /* how long a call holds an instance */
+    uint64_t run_fast_ns;            /* ...the fastest lately (loop wait left out) */
     uint64_t last_done_ns;           /* an instance last finished a call */
     bool want_zygote;                /* container: the first instance served by
                                         itself; make the zygote off its path */
@@ -164,6 +165,12 @@ struct pool {
     void *drain_data;
     uint32_t live_sandboxes;         /* allocated pool_sb */
     uint32_t acquiring;              /* calls waiting for a new instance */
+    uint32_t ncpu;                   /* CPUs online at start */
+    uint64_t loop_window_ns;         /* calls.c loop_saturated: window start, */
+    uint64_t loop_idle_ns;           /* ...the loop's idle time then, */
+    bool loop_saturated;             /* ...the last verdict, */
+    uint32_t loop_calm;              /* ...after this many calm windows in a row */
+    bool loop_metrics;               /* the loop counts its idle time */
     uint64_t refill_deferred_since;  /* ns; stem refill held back since */
     int closing;                     /* handles whose close callback is pending */
 
