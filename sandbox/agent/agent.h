@@ -73,7 +73,8 @@ int agent__frame_failed(struct proto_buf *b, uint32_t id, enum proto_fail reason
 int agent__frame_response(struct proto_buf *b, uint32_t id, uint32_t status,
                           const struct proto_pair *headers, uint32_t n_headers, const void *body,
                           size_t body_len);
-/** If @b holds a RESPONSE, add how long the call ran (@run_ns) to it. */
+/** If @b holds a RESPONSE, add how long the call ran (@run_ns) to it,
+ *  unless that would take it over the size limit. */
 int agent__frame_response_time(struct proto_buf *b, uint64_t run_ns);
 /** Build and send a small frame: u32 @a, then (if @msg) u32 len + @msg, then
  *  (if @with_u64) u64 @c. Covers LOADED, FORKED, EXITED, RESET_DONE. */

@@ -185,8 +185,13 @@ int agent__frame_response_time(struct proto_buf *b, uint64_t run_ns)
     memcpy(&h, b->data, sizeof(h));
     if (h.type != PROTO_RESPONSE)
         return 0;
-    int r = proto_put_u64(b, run_ns);
-    return r ? r : proto_buf_finish(b);
+    /* Optional: an answer at the size limit goes without it. */
+    size_t len = b->len;
+    if (proto_put_u64(b, run_ns) < 0 || proto_buf_finish(b) < 0) {
+        b->len = len;
+        return proto_buf_finish(b);
+    }
+    return 0;
 }
 
 int agent__send_status(uint16_t type, uint32_t id, uint32_t a, const uint32_t *b, const char *msg,
