@@ -370,8 +370,8 @@ static void do_fork(uint32_t id, int *fds, int n_fds)
     cleanup_close int pidfd = -1;
     uint64_t waited_ns = 0;
     pid_t pid = ahead_take(fds, n_fds, moved[1], &pidfd, &waited_ns);
-    bool forked = pid == 0;
-    if (forked) {
+    bool fork_now = pid == 0; /* none waits forked ahead */
+    if (fork_now) {
         pid = fork();
         if (pid == 0) {
             if (moved[0] >= 0)
@@ -394,7 +394,7 @@ static void do_fork(uint32_t id, int *fds, int n_fds)
         return;
     }
     kids[n_kids++] = pid;
-    if (forked) {
+    if (fork_now) {
         agent__log_spare_drop(); /* the child's now; never a second child's */
         /* A zombie still has a pidfd: this works even if the child is gone. */
         pidfd = pidfd_open(pid, 0);
@@ -409,7 +409,7 @@ static void do_fork(uint32_t id, int *fds, int n_fds)
                        1);
     /* The child has this fork's pipes; make the next one's now, while the
      * child starts up and emberd waits for its HELLO. */
-    if (forked)
+    if (fork_now)
         agent__log_spare_make();
 }
 
