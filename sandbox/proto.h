@@ -59,9 +59,10 @@ enum proto_type {
                            previous child's group) */
     PROTO_PREFORK = 7,  /* zygote (container): u32 n, 0 or 1: keep n instances
                            forked ahead. After each PARK the zygote forks one
-                           into the group it parked in; the next FORK hands
-                           it that FORK's fds instead of forking. 0 kills one
-                           that waits before the zygote reads on. No answer */
+                           into the group it parked in; the next FORK with
+                           only fd[0] (a child born there) hands it that
+                           channel instead of forking. 0 kills one that
+                           waits before the zygote reads on. No answer */
 
     /* sandbox -> emberd */
     PROTO_HELLO = 64,      /* first frame of every sandbox process: strings

@@ -11,8 +11,8 @@
  *
  * With PREFORK 1 the zygote forks the next instance ahead, as soon as it
  * has parked: the child waits in that group on a private socket, and the
- * next FORK hands it its channel (and the other FORK fds) instead of
- * forking. fork() and the child's first trip through the scheduler, 60% of
+ * next FORK of a child born there hands it its channel instead of
+ * forking. fork() and the child's first trip through the scheduler, 45% of
  * a scale-out here, then happen between calls rather than during one.
  *
  * The zygote stays single-threaded so that fork() is safe; it reads the
@@ -182,14 +182,7 @@ __attribute__((noreturn)) static void become_instance(int chan, const int *fds, 
     agent__instance_run(&fn, true);
 }
 
-/* What a FORK hands the child forked ahead: the FORK's fds, then the write
- * end of the "moved" pipe if there is one. */
-struct handoff {
-    uint32_t n_fds;
-    int32_t moved; /* index of the moved pipe's fd, or -1 */
-};
-
-/* The child forked ahead: get ready, wait for a FORK's fds, then become
+/* The child forked ahead: get ready, wait for its channel, then become
  * that instance. Until then fd 3 is the private socket, so that nothing
  * this process might write (a warning, a crash report) reaches the
  * zygote's channel. */
@@ -200,31 +193,27 @@ __attribute__((noreturn)) static void ahead_wait(int sock)
     close(sock);
     instance_signals();
     agent__instance_prepare(&fn, true);
-    struct handoff m;
+    char byte;
     union {
-        char buf[CMSG_SPACE(sizeof(int) * (PROTO_MAX_FDS + 1))];
+        char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } u;
-    struct iovec iov = {.iov_base = &m, .iov_len = sizeof(m)};
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
     struct msghdr msg = {
         .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
     ssize_t n;
     do
         n = recvmsg(AGENT_CHAN_FD, &msg, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof(m))
+    if (n != 1)
         _exit(0); /* EOF: dropped (PREFORK 0), or the zygote went */
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    int fds[PROTO_MAX_FDS + 1];
-    size_t got = 0;
-    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-        got = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    if (got == 0 || got > PROTO_MAX_FDS + 1 || (msg.msg_flags & MSG_CTRUNC))
+    int chan;
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+        c->cmsg_len != CMSG_LEN(sizeof(int)))
         _exit(127);
-    memcpy(fds, CMSG_DATA(c), got * sizeof(int));
-    if (m.n_fds == 0 || m.n_fds > got || got - m.n_fds != (m.moved >= 0 ? 1u : 0u))
-        _exit(127);
-    become_instance(fds[0], fds, (int)m.n_fds, m.moved >= 0 ? fds[m.n_fds] : -1, true);
+    memcpy(&chan, CMSG_DATA(c), sizeof(chan));
+    become_instance(chan, &chan, 1, -1, true);
 }
 
 /* Fork the next instance ahead if PREFORK asks for one and the zygote sits
@@ -282,37 +271,32 @@ static void do_prefork(const uint8_t *payload, size_t len)
     ahead_make();
 }
 
-/* Give a FORK's fds to the child forked ahead. Returns its pid (its pidfd
- * in *@pidfd) or 0 if there is none or it is gone. */
-static pid_t ahead_take(const int *fds, int n_fds, int moved, int *pidfd, uint64_t *waited_ns)
+/* Give channel @chan to the child forked ahead. Returns its pid (its
+ * pidfd in *@pidfd) or 0 if there is none or it is gone. */
+static pid_t ahead_take(int chan, int *pidfd, uint64_t *waited_ns)
 {
     if (ahead.pid <= 0)
         return 0;
-    struct handoff m = {.n_fds = (uint32_t)n_fds, .moved = moved >= 0 ? n_fds : -1};
-    int n = n_fds + (moved >= 0);
     union {
-        char buf[CMSG_SPACE(sizeof(int) * (PROTO_MAX_FDS + 1))];
+        char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } u;
     memset(&u, 0, sizeof(u));
-    struct iovec iov = {.iov_base = &m, .iov_len = sizeof(m)};
-    struct msghdr msg = {.msg_iov = &iov,
-                         .msg_iovlen = 1,
-                         .msg_control = u.buf,
-                         .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n)};
+    char byte = 'F';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)n_fds);
-    if (moved >= 0)
-        memcpy(CMSG_DATA(c) + sizeof(int) * (size_t)n_fds, &moved, sizeof(int));
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &chan, sizeof(chan));
     ssize_t r;
     do
         r = sendmsg(ahead.sock, &msg, MSG_NOSIGNAL);
     while (r < 0 && errno == EINTR);
     pid_t pid = ahead.pid;
-    if (r != (ssize_t)sizeof(m)) {
+    if (r != 1) {
         /* Dead or dying: make sure, and fork instead. */
         kill(pid, SIGKILL);
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
@@ -367,9 +351,12 @@ static void do_fork(uint32_t id, int *fds, int n_fds)
         fork_failed(id, err, 0);
         return;
     }
+    /* The child forked ahead waits in the group the zygote parked in: it
+     * is for the FORK whose child is born there, one without cgroup fds. A
+     * FORK with them (its group was made apart) forks on the spot. */
     cleanup_close int pidfd = -1;
     uint64_t waited_ns = 0;
-    pid_t pid = ahead_take(fds, n_fds, moved[1], &pidfd, &waited_ns);
+    pid_t pid = n_fds == 1 ? ahead_take(fds[0], &pidfd, &waited_ns) : 0;
     bool fork_now = pid == 0; /* none waits forked ahead */
     if (fork_now) {
         pid = fork();
@@ -379,7 +366,8 @@ static void do_fork(uint32_t id, int *fds, int n_fds)
             become_instance(fds[0], fds, n_fds, moved[1], false);
         }
     }
-    ahead.fresh = false; /* a child is born in (or moved out of) this group */
+    if (n_fds == 1)
+        ahead.fresh = false; /* a child is born in this group */
     int err = pid < 0 ? errno : 0;
     close_fds(fds, n_fds);
     if (moved[0] >= 0) {

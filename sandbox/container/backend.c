@@ -15,7 +15,8 @@
  *               zygote into it. Without a fresh park (a burst): FORK also
  *               carries a group's cgroup.procs and the child moves itself.
  *               With PREFORK 1 (ct_prefork) the zygote forks the child
- *               right after each PARK and a FORK only hands it its fds.
+ *               right after each PARK, and the FORK of the child born in
+ *               that park only hands it its channel.
  *   destroy     (the core has killed it) -> cgroup removal (pool) -> free
  *
  * An instance lives in its zygote's pid namespace, of which the zygote is
@@ -752,8 +753,9 @@ static int ct_fork(struct sandbox *zygote, struct sandbox *child, sandbox_done_c
 }
 
 /* The zygote forks the instance ahead right after a PARK, into the group
- * it parked in, and hands it the next FORK: it is always born in a fresh
- * park, the group ct_fork's fastest path gives to its child. */
+ * it parked in, and hands it the next FORK of a child born there (ct_fork's
+ * fastest path, a FORK with the channel only); a FORK that carries a
+ * group's cgroup.procs forks on the spot and leaves it waiting. */
 static int ct_prefork(struct sandbox *zygote, uint32_t n)
 {
     struct container_sb *zs = zygote->priv;
