@@ -658,6 +658,16 @@ static void on_parked(struct sandbox *zygote, int status, void *data)
         remove_later(zygote, zs->host, zs->deferred);
         zs->deferred[0] = '\0';
     }
+    /* A child born in this park meanwhile said HELLO while the PARK was
+     * out, and its zygote_park was skipped: park again now, or the zygote
+     * would wait in a used group until the next fork (every fork then
+     * moving its child, and none forked ahead). */
+    if (!zs->park_fresh) {
+        if (zs->next_ready)
+            zygote_park(zygote, zs);
+        else
+            zygote_prepare_next(zygote, zs);
+    }
 }
 
 /* Move the zygote into the group made ahead, unless it waits in a fresh one
