@@ -491,6 +491,35 @@ static json_int_t charged_settles(json_int_t want)
     return v;
 }
 
+static bool count_live(pid_t pid, const char *status, void *data)
+{
+    if (!proc_status_dead(status))
+        ++*(int *)data;
+    return true;
+}
+
+static bool count_live_children(pid_t pid, const char *status, void *data)
+{
+    if (!proc_status_dead(status))
+        proc_children_each(pid, count_live, data);
+    return true;
+}
+
+/* Wait (up to 2 s) until the sandboxes under emberd have exactly one live
+ * child between them: with one function whose instances go after each
+ * call, that is its zygote's instance forked ahead, waiting. */
+static bool one_waits_ahead(void)
+{
+    for (int i = 0; i < 200; i++) {
+        int n = 0;
+        proc_children_each(d.pid, count_live_children, &n);
+        if (n == 1)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
 static void counts_one(const char *target, int calls)
 {
     for (int i = 0; i < calls; i++) {
@@ -538,6 +567,9 @@ Test(pool, zygote_forks_ahead_within_the_ledger)
     cr_expect_eq(charged_settles(2 * mb32), 2 * mb32);
     patch_ok("{\"memory_budget_mb\": 80}");
     cr_expect_eq(charged(), 2 * mb32, "within the budget: nothing taken back");
+    /* (The zygote forks it once the last call's instance is up and the
+     * next group made: a call sent sooner would find none waiting.) */
+    cr_assert(one_waits_ahead(), "an instance waits forked ahead");
     counts_one("/fn/ahead", 1);
     cr_expect_eq(metric("ember_pool_forked_ahead_total"), ahead_on + 1);
     cr_expect_eq(charged_settles(mb32), mb32);
